@@ -1,0 +1,42 @@
+"""One exception type per user-facing failure.
+
+The library raises these; only the CLI turns them into a one-line message and an exit code, so
+that library users can catch exactly the failure they care about.
+"""
+from __future__ import annotations
+
+
+class AeposeError(Exception):
+    """Base class: anything the user can fix (bad file, bad flag, no network)."""
+
+    exit_code = 1
+
+
+class InputError(AeposeError):
+    """An input image, video or folder cannot be read or decoded."""
+
+    exit_code = 2
+
+
+class CheckpointError(AeposeError):
+    """A checkpoint file is truncated, foreign, or does not fit the requested model."""
+
+    exit_code = 3
+
+
+class DownloadError(AeposeError):
+    """A zoo checkpoint could not be fetched or failed its sha256 check."""
+
+    exit_code = 4
+
+
+class ConfigError(AeposeError):
+    """Options that contradict each other or the model (e.g. wrong keypoint set)."""
+
+    exit_code = 2
+
+
+class AnnotationError(AeposeError):
+    """A COCO annotation or results file is unusable for evaluation."""
+
+    exit_code = 2
