@@ -1,0 +1,158 @@
+"""Batched forward passes, flip test and aggregation across scales (spec §4).
+
+Output: for every image, the aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` on the
+base canvas, which is what grouping consumes. The order of operations follows the reference so
+that results agree to float rounding: flip and channel re-index at heatmap resolution, then a
+bilinear resize of original and flipped maps separately, then the average; scales are summed in
+descending order and divided by their count; tags come from the scale-1 pass only.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import InferenceConfig
+from .keypoints import KeypointSet
+from .model import AENet
+from .preprocess import ImageGeometry, bgr_to_rgb, image_geometry, to_normalised_tensor, warp_image
+
+
+@dataclass
+class AggregatedMaps:
+    """Aggregated maps of one image, on the engine's device, plus its geometry."""
+
+    heatmaps: torch.Tensor  # [K, Hb, Wb] float32
+    tags: torch.Tensor  # [K, Hb, Wb, L] float32, L = 2 with flip test ([..., 0] original)
+    geometry: ImageGeometry
+
+
+@dataclass
+class RawOutputs:
+    """Network outputs of every pass at heatmap resolution (for parity tests and debugging)."""
+
+    heatmaps: list[torch.Tensor]  # per scale (descending), [K, h, w]
+    tags: list[torch.Tensor]
+    heatmaps_flip: list[torch.Tensor]  # raw output of the flipped pass (not flipped back)
+    tags_flip: list[torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+class InferenceEngine:
+    """Runs the network on batches of same-size images and aggregates its outputs."""
+
+    def __init__(self, model: AENet, keypoints: KeypointSet, config: InferenceConfig) -> None:
+        self.config = config
+        self.keypoints = keypoints
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and config.precision == "fp32":
+            # Exact mode: cuDNN's default TF32 convolutions differ by ~1e-3 (spec §13).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        self.model = model.to(self.device).eval()
+        self.flip_index = torch.tensor(keypoints.flip_index, dtype=torch.long, device=self.device)
+
+    # -- network -------------------------------------------------------------------------
+    def _autocast(self):
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.config.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @torch.inference_mode()
+    def network(self, batch: torch.Tensor) -> torch.Tensor:
+        """Forward `[N, 3, H, W]` -> `[N, 2K, H/4, W/4]` float32, in chunks of `batch_size`.
+
+        Every image goes through as its own sample: eval-mode BatchNorm makes samples
+        independent, so batching changes speed, not the numbers.
+        """
+        outs = []
+        with self._autocast():
+            for chunk in torch.split(batch, self.config.batch_size):
+                outs.append(self.model(chunk.to(self.device, non_blocking=True)).float())
+        return torch.cat(outs)
+
+    # -- whole images --------------------------------------------------------------------
+    def prepare(self, image_bgr: np.ndarray) -> tuple[ImageGeometry, list[torch.Tensor]]:
+        """Geometry and normalised inputs `[3, H, W]` for every scale (descending)."""
+        h, w = image_bgr.shape[:2]
+        geometry = image_geometry(w, h, self.config.scales, self.config.input_size, self.config.size_divisor)
+        rgb = bgr_to_rgb(image_bgr)
+        return geometry, [to_normalised_tensor(warp_image(rgb, si)) for si in geometry.inputs]
+
+    @torch.inference_mode()
+    def infer(self, images_bgr: list[np.ndarray], keep_raw: bool = False) -> list[AggregatedMaps] | tuple[list[AggregatedMaps], list[RawOutputs]]:
+        """Aggregated maps for a list of BGR images; equal sizes share network batches."""
+        prepared = [self.prepare(img) for img in images_bgr]
+        return self.infer_prepared(prepared, keep_raw=keep_raw)
+
+    @torch.inference_mode()
+    def infer_prepared(self, prepared: list[tuple[ImageGeometry, list[torch.Tensor]]], keep_raw: bool = False):
+        results: list[AggregatedMaps | None] = [None] * len(prepared)
+        raws: list[RawOutputs | None] = [None] * len(prepared)
+        groups: dict[tuple, list[int]] = {}
+        for i, (geometry, _) in enumerate(prepared):
+            groups.setdefault(tuple(si.size_wh for si in geometry.inputs), []).append(i)
+        for members in groups.values():
+            per_scale_outputs = []
+            for s_idx in range(len(prepared[members[0]][1])):
+                batch = torch.stack([prepared[i][1][s_idx] for i in members])
+                if self.config.flip:
+                    batch = torch.cat([batch, torch.flip(batch, [3])])
+                per_scale_outputs.append(self.network(batch))
+            n = len(members)
+            for pos, i in enumerate(members):
+                outs = [o[pos] for o in per_scale_outputs]
+                outs_flip = [o[n + pos] for o in per_scale_outputs] if self.config.flip else None
+                maps, raw = self._aggregate(prepared[i][0], outs, outs_flip)
+                results[i] = maps
+                raws[i] = raw
+        return (results, raws) if keep_raw else results
+
+    def _aggregate(self, geometry: ImageGeometry, outs: list[torch.Tensor], outs_flip: list[torch.Tensor] | None):
+        k = self.keypoints.num_joints
+        wb, hb = geometry.base_size_wh
+        scales = [si.scale for si in geometry.inputs]
+        single = len(scales) == 1
+        total = None
+        tag_list: list[torch.Tensor] = []
+        raw = RawOutputs([], [], [], [])
+        for s, out, out_f in zip(scales, outs, outs_flip or [None] * len(outs)):
+            maps_hm = [out[:k]]
+            maps_tg = [out[k:]]
+            raw.heatmaps.append(out[:k])
+            raw.tags.append(out[k:])
+            if out_f is not None:
+                flipped = torch.flip(out_f, [2])
+                hm_f = flipped[:k][self.flip_index]
+                tg_f = flipped[k:][self.flip_index]
+                maps_hm.append(hm_f)
+                maps_tg.append(tg_f)
+                raw.heatmaps_flip.append(out_f[:k])
+                raw.tags_flip.append(out_f[k:])
+            hms = _project(torch.stack(maps_hm), hb, wb)
+            heat = (hms[0] + hms[1]) / 2.0 if out_f is not None else hms[0]
+            if s == 1 or single:
+                tag_list.extend(_project(torch.stack(maps_tg), hb, wb).unbind(0))
+            total = heat if total is None else total + heat
+        heatmaps = total / float(len(scales))
+        tags = torch.stack(tag_list, dim=-1)
+        return AggregatedMaps(heatmaps, tags, geometry), raw
+
+
+def _project(maps: torch.Tensor, hb: int, wb: int) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of `[M, K, h, w]` to the base canvas."""
+    if maps.shape[-2:] == (hb, wb):
+        return maps
+    return F.interpolate(maps, size=(hb, wb), mode="bilinear", align_corners=False)

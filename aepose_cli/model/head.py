@@ -1,0 +1,17 @@
+"""Associative-embedding head: one 1x1 conv with bias to K heatmaps followed by K tag maps."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AEHead(nn.Module):
+    """`AESimpleHead` of the reference with no deconvolutions (spec §1.1)."""
+
+    def __init__(self, in_channels: int, num_joints: int) -> None:
+        super().__init__()
+        self.num_joints = num_joints
+        self.final_layer = nn.Conv2d(in_channels, 2 * num_joints, kernel_size=1, bias=True)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.final_layer(features)
