@@ -1,0 +1,114 @@
+"""Skeleton drawing, pixel-for-pixel the reference demo's `imshow_keypoints` (spec §10.4).
+
+The reference passes the dataset's colours to OpenCV unchanged, so they are interpreted as BGR
+(quirk 20); `KeypointSet` stores them that way and they are handed over as they are. Coordinates
+are truncated with `int()` exactly where the reference truncates them, and links whose endpoints
+touch or leave the image border are skipped with the reference's (strict) bounds test.
+Scores are compared with `kpt_thr` in float64, as the reference's float32-scalar-vs-float
+comparison does under NumPy 1.x (NumPy 2 would compare in float32 and flip ties such as a
+score of float32(0.7) against 0.7).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from .config import DrawConfig
+from .keypoints import KeypointSet
+from .types import Pose
+
+# Distinct BGR colours for track ids; indexed by id so one person keeps its colour across frames.
+TRACK_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (75, 25, 230), (75, 180, 60), (25, 225, 255), (200, 130, 0), (48, 130, 245),
+    (180, 30, 145), (240, 240, 70), (230, 50, 240), (60, 245, 210), (212, 190, 250),
+    (128, 128, 0), (255, 190, 220), (40, 110, 170), (200, 250, 255), (0, 0, 128),
+    (195, 255, 170), (0, 128, 128), (180, 215, 255), (128, 0, 0), (255, 255, 255),
+)
+
+_TRACK_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_TRACK_FONT_SCALE = 0.5
+_TRACK_TEXT_THICKNESS = 1
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """The BGR colour of a track id: a fixed palette entry, stable across frames and runs."""
+    return TRACK_PALETTE[track_id % len(TRACK_PALETTE)]
+
+
+def draw_poses(
+    image_bgr: np.ndarray, poses: Sequence[Pose], keypoints: KeypointSet, cfg: DrawConfig
+) -> np.ndarray:
+    """Return a copy of `image_bgr` with every pose drawn, persons in list order.
+
+    Per person: the joints first (filled circles), then the links, then (optionally) the track id,
+    which is the reference's order, so overlaps resolve the same way.
+    """
+    canvas = np.ascontiguousarray(image_bgr).copy()
+    for pose in poses:
+        _check_joint_count(pose, keypoints)
+        _draw_joints(canvas, pose.keypoints, keypoints, cfg)
+        _draw_links(canvas, pose.keypoints, keypoints, cfg)
+        if cfg.draw_track_ids and pose.track_id is not None:
+            _draw_track_id(canvas, pose, cfg)
+    return canvas
+
+
+def _check_joint_count(pose: Pose, keypoints: KeypointSet) -> None:
+    if pose.keypoints.shape[0] != keypoints.num_joints:
+        raise ValueError(
+            f"pose has {pose.keypoints.shape[0]} joints, keypoint set {keypoints.name!r} "
+            f"has {keypoints.num_joints}"
+        )
+
+
+def _draw_joints(
+    canvas: np.ndarray, kpts: np.ndarray, keypoints: KeypointSet, cfg: DrawConfig
+) -> None:
+    """Filled circles at the truncated positions of joints scoring at least `kpt_thr`."""
+    for joint, (x, y, score) in enumerate(kpts[:, :3]):
+        if float(score) < cfg.kpt_thr:
+            continue
+        colour = tuple(int(c) for c in keypoints.joint_colours[joint])
+        cv2.circle(canvas, (int(x), int(y)), cfg.radius, colour, -1)
+
+
+def _draw_links(
+    canvas: np.ndarray, kpts: np.ndarray, keypoints: KeypointSet, cfg: DrawConfig
+) -> None:
+    """Skeleton lines, in table order, between confident joints strictly inside the image."""
+    height, width = canvas.shape[:2]
+    for (a, b), link_colour in zip(keypoints.skeleton, keypoints.link_colours):
+        p1 = (int(kpts[a, 0]), int(kpts[a, 1]))
+        p2 = (int(kpts[b, 0]), int(kpts[b, 1]))
+        if not (_strictly_inside(p1, width, height) and _strictly_inside(p2, width, height)):
+            continue
+        if float(kpts[a, 2]) < cfg.kpt_thr or float(kpts[b, 2]) < cfg.kpt_thr:
+            continue
+        colour = tuple(int(c) for c in link_colour)
+        cv2.line(canvas, p1, p2, colour, thickness=cfg.thickness)
+
+
+def _strictly_inside(point: tuple[int, int], width: int, height: int) -> bool:
+    """The reference's link test: a point on row/column 0 counts as outside (quirk kept)."""
+    x, y = point
+    return 0 < x < width and 0 < y < height
+
+
+def _draw_track_id(canvas: np.ndarray, pose: Pose, cfg: DrawConfig) -> None:
+    """Write the track id just above the top-most confident joint; nothing if none is confident."""
+    kpts = pose.keypoints
+    visible = np.flatnonzero(kpts[:, 2].astype(np.float64) >= cfg.kpt_thr)
+    if visible.size == 0:
+        return
+    top = visible[np.argmin(kpts[visible, 1])]
+    text = str(pose.track_id)
+    (_, text_h), _ = cv2.getTextSize(text, _TRACK_FONT, _TRACK_FONT_SCALE, _TRACK_TEXT_THICKNESS)
+    x = int(kpts[top, 0])
+    # Above the joint's circle, but never above the image's first text line.
+    y = max(int(kpts[top, 1]) - cfg.radius - 3, text_h)
+    cv2.putText(
+        canvas, text, (x, y), _TRACK_FONT, _TRACK_FONT_SCALE,
+        track_colour(int(pose.track_id)), _TRACK_TEXT_THICKNESS, cv2.LINE_AA,
+    )

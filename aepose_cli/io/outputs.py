@@ -1,0 +1,690 @@
+"""Output files: where they go, how they are written (atomically), and COCO JSON / JSON lines.
+
+* `resolve_output` is the one place that turns an output flag into a path (design: absent →
+  next to the input, a folder → into it, a file → that file, `--no-...` → off).
+* Every finished file appears in one `os.replace`: a crash or an error never leaves a
+  half-written output under the final name, only (at worst) a hidden `.NAME.tmp-XXXX` file.
+* Long runs stream their COCO JSON through an append-only journal (`NAME.partial.jsonl`, one line
+  per finished image) so that memory stays flat and a crashed or interrupted run resumes where it
+  stopped; the final JSON is assembled from the journal at `close()`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+from ..keypoints import KeypointSet
+from ..types import FrameResult, Pose
+
+JSON_STYLES: tuple[str, ...] = ("dataset", "results")
+PERSON_CATEGORY_ID = 1
+DEFAULT_JPEG_QUALITY = 95  # cv2.imwrite's default, which the reference demo relies on
+JOURNAL_SUFFIX = ".partial.jsonl"
+_JOURNAL_FORMAT = 1
+
+T = TypeVar("T")
+OutputFlag = str | os.PathLike[str] | bool | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Output paths
+
+
+def default_output_name(input_path: str | os.PathLike[str], suffix: str) -> str:
+    """`clip.mp4` → `clip.pose<suffix>`; a folder `run/` → `run.pose<suffix>`."""
+    if not suffix.startswith("."):
+        raise ValueError(f"suffix must start with '.', got {suffix!r}")
+    absolute = Path(os.path.abspath(input_path))
+    stem = absolute.name if absolute.is_dir() else absolute.stem
+    return f"{stem}.pose{suffix}"
+
+
+def resolve_output(
+    flag_value: OutputFlag,
+    input_path: str | os.PathLike[str],
+    suffix: str,
+    *,
+    default_dir: str | os.PathLike[str] | None = None,
+) -> Path | None:
+    """Where an output goes, decided by the one rule every output flag follows.
+
+    * `False` (the `--no-...` switch) → None: no output;
+    * `None` (flag absent) or `True` (flag given without a value) → the default file name
+      (`default_output_name`) next to the input, or in `default_dir` when given (for inputs
+      that have no folder of their own, such as streams);
+    * an existing folder, or a value ending in '/' → the default file name inside it;
+    * anything else → that very file.
+
+    Raises ConfigError if the output would overwrite the input itself.
+    """
+    if flag_value is False:
+        return None
+    name = default_output_name(input_path, suffix)
+    if flag_value is None or flag_value is True:
+        folder = Path(default_dir) if default_dir is not None else _folder_beside(input_path)
+        output = folder / name
+    else:
+        text = os.fspath(flag_value)
+        if text.endswith(("/", os.sep)) or Path(text).is_dir():
+            output = Path(text) / name
+        else:
+            output = Path(text)
+    if os.path.abspath(output) == os.path.abspath(input_path):
+        raise ConfigError(f"{output}: output would overwrite the input")
+    return output
+
+
+def _folder_beside(input_path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(input_path)).parent
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write `path` through a hidden temporary file in the same folder, renamed on success.
+
+    The temporary file (`.NAME.tmp-XXXXXXXX`) is fsync'ed before `os.replace`, so after a crash
+    `path` holds either its old content or the complete new one. If the body raises, the
+    temporary file is removed and the exception propagates. Missing parent folders are created.
+    `mode` is 'wb' or 'w' (UTF-8 text).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = _create_temp_beside(target)
+    try:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    _fsync_folder(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace `path` with `data` in one step (see `atomic_output`)."""
+    with atomic_output(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace `path` with UTF-8 `text` in one step (see `atomic_output`)."""
+    with atomic_output(path, "w") as handle:
+        handle.write(text)
+
+
+def write_image(
+    path: str | os.PathLike[str], image_bgr: np.ndarray, jpeg_quality: int = DEFAULT_JPEG_QUALITY
+) -> None:
+    """Encode a BGR image in the format its extension names and write it atomically.
+
+    JPEG quality defaults to 95 like `cv2.imwrite` (the reference demo's writer).
+    """
+    target = Path(path)
+    extension = target.suffix.lower()
+    if not extension or not cv2.haveImageWriter(f"x{extension}"):
+        raise ConfigError(f"{target}: cannot write images with extension {extension!r}")
+    params: list[int] = []
+    if extension in (".jpg", ".jpeg", ".jpe"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    ok, encoded = cv2.imencode(extension, image_bgr, params)
+    if not ok:
+        raise ConfigError(f"{target}: OpenCV could not encode the image as {extension}")
+    atomic_write_bytes(target, encoded.tobytes())
+
+
+def _create_temp_beside(target: Path) -> tuple[int, str]:
+    """Create a fresh hidden file next to `target`; mode 0o666 so the umask applies as usual."""
+    while True:
+        temp = str(target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}"))
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist the rename itself; best effort (not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO records
+
+
+def coco_categories(keypoints: KeypointSet) -> list[dict[str, Any]]:
+    """The single person category with keypoint names and the skeleton as 1-based pairs (COCO)."""
+    return [
+        {
+            "id": PERSON_CATEGORY_ID,
+            "name": "person",
+            "supercategory": "person",
+            "keypoints": list(keypoints.names),
+            "skeleton": [[a + 1, b + 1] for a, b in keypoints.skeleton],
+        }
+    ]
+
+
+def image_record(image_id: int, frame: FrameResult, file_name: str) -> dict[str, Any]:
+    """COCO `images` entry; video frames (frames with a timestamp) add frame_index and timestamp."""
+    width, height = frame.image_size
+    record: dict[str, Any] = {
+        "id": int(image_id),
+        "file_name": file_name,
+        "width": int(width),
+        "height": int(height),
+    }
+    if frame.timestamp is not None:
+        record["frame_index"] = int(frame.index)
+        record["timestamp"] = float(frame.timestamp)
+    return record
+
+
+def flat_keypoints(pose: Pose) -> list[float]:
+    """[x1, y1, s1, ..., xK, yK, sK] as Python floats (float32 values kept exactly)."""
+    return np.asarray(pose.keypoints)[:, :3].ravel().tolist()
+
+
+def dataset_annotation(
+    annotation_id: int, image_id: int, pose: Pose, kpt_thr: float
+) -> dict[str, Any]:
+    """COCO `annotations` entry for annotation tools and `COCO()`.
+
+    `keypoints` carries COCO visibility flags: 2 where the score is at least `kpt_thr`, 0 below
+    (coordinates are kept either way); the raw scores travel in `keypoint_scores`.
+    `num_keypoints` counts the joints at or above `kpt_thr`. `bbox` and `area` span all K
+    keypoints, as in the reference's result file and pycocotools' `loadRes`.
+    """
+    kpts = np.asarray(pose.keypoints)
+    scores = kpts[:, 2]
+    # float64 comparison, the same decision as the drawing (see draw.py).
+    visible = scores.astype(np.float64) >= kpt_thr
+    keypoints: list[float | int] = []
+    # tolist() turns float32 values into the Python floats that equal them exactly.
+    for x, y, seen in zip(kpts[:, 0].tolist(), kpts[:, 1].tolist(), visible.tolist()):
+        keypoints += [x, y, 2 if seen else 0]
+    bbox = list(pose.bbox)
+    record: dict[str, Any] = {
+        "id": int(annotation_id),
+        "image_id": int(image_id),
+        "category_id": PERSON_CATEGORY_ID,
+        "keypoints": keypoints,
+        "keypoint_scores": scores.tolist(),
+        "num_keypoints": int(visible.sum()),
+        "score": float(pose.score),
+        "bbox": bbox,
+        "area": bbox[2] * bbox[3],
+        "iscrowd": 0,
+    }
+    if pose.track_id is not None:
+        record["track_id"] = int(pose.track_id)
+    return record
+
+
+def results_annotation(image_id: int, pose: Pose) -> dict[str, Any]:
+    """One entry of a COCO results list (the reference's result file, spec §8.2)."""
+    record: dict[str, Any] = {
+        "image_id": int(image_id),
+        "category_id": PERSON_CATEGORY_ID,
+        "keypoints": flat_keypoints(pose),
+        "score": float(pose.score),
+        "bbox": list(pose.bbox),
+    }
+    if pose.track_id is not None:
+        record["track_id"] = int(pose.track_id)
+    return record
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON; NaN/inf refused so the file stays valid JSON for every reader."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _pose_to_journal(pose: Pose) -> dict[str, Any]:
+    entry: dict[str, Any] = {"keypoints": flat_keypoints(pose), "score": float(pose.score)}
+    if pose.track_id is not None:
+        entry["track_id"] = int(pose.track_id)
+    return entry
+
+
+def _pose_from_journal(entry: dict[str, Any]) -> Pose:
+    keypoints = np.asarray(entry["keypoints"], dtype=np.float64).reshape(-1, 3)
+    return Pose(keypoints=keypoints, score=float(entry["score"]), track_id=entry.get("track_id"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Line journals (shared by the COCO writer and the JSON lines writer)
+
+
+def _scan_lines(path: Path, summarise: Callable[[dict[str, Any]], T]) -> tuple[list[T], int]:
+    """Summarise each valid record of a JSON-lines file; return the summaries and the byte
+    length the valid lines occupy.
+
+    Reading stops at the first line that is not complete, valid JSON (a line torn by a crash):
+    everything after it is treated as not written. Only the (small) summaries are kept, so
+    resuming a run of any length takes little memory.
+    """
+    summaries: list[T] = []
+    good_length = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break
+            summaries.append(summarise(record))
+            good_length += len(line)
+    return summaries, good_length
+
+
+def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the valid records of a JSON-lines file (same stopping rule as `_scan_lines`)."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                return
+            try:
+                yield json.loads(line)
+            except ValueError:
+                return
+
+
+class _LineLog:
+    """Append-only JSON lines: each line flushed at once, fsync'ed every few lines or seconds."""
+
+    def __init__(self, handle: IO[str], *, fsync_every: int, fsync_seconds: float) -> None:
+        self._handle = handle
+        self._fsync_every = fsync_every
+        self._fsync_seconds = fsync_seconds
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def append(self, record: dict[str, Any]) -> None:
+        # One write call per line: a crash leaves at most one torn line, at the end.
+        self._handle.write(_dumps(record) + "\n")
+        self._handle.flush()
+        self._unsynced += 1
+        if (
+            self._unsynced >= self._fsync_every
+            or time.monotonic() - self._last_sync >= self._fsync_seconds
+        ):
+            self.sync()
+
+    def sync(self) -> None:
+        self._handle.flush()
+        try:
+            os.fsync(self._handle.fileno())
+        except (OSError, io.UnsupportedOperation):
+            pass  # a pipe or terminal (stdout) cannot be fsync'ed
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if self._handle.closed:
+            return
+        self.sync()
+        self._handle.close()
+
+
+def _open_resumable(
+    path: Path, resume: bool, summarise: Callable[[dict[str, Any]], T]
+) -> tuple[IO[str], list[T]]:
+    """Open a JSON-lines file for appending; with `resume`, keep its valid lines (returning their
+    summaries) and cut off a torn tail so new lines start on a line boundary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if resume and path.exists():
+        summaries, good_length = _scan_lines(path, summarise)
+        with open(path, "r+b") as raw:
+            raw.truncate(good_length)
+        return open(path, "a", encoding="utf-8"), summaries
+    return open(path, "w", encoding="utf-8"), []
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming COCO JSON
+
+
+class CocoJsonWriter:
+    """COCO JSON for runs of any length: constant memory, crash-safe, resumable.
+
+    Every `add()` appends one line (image entry + poses) to the journal `PATH.partial.jsonl`,
+    flushed at once and fsync'ed every `fsync_every` lines or `fsync_seconds` seconds.
+    `close()` streams the journal into the final JSON (written atomically) and deletes it.
+    After a crash, a writer opened with `resume=True` keeps the journal (minus a torn last line),
+    `finished_sources()` tells the caller which sources to skip, and new frames are appended.
+
+    Style 'dataset': {info, licenses, images, annotations, categories}, for `COCO()` and
+    annotation tools. Style 'results': the flat list COCO evaluation takes (`coco.loadRes`).
+    Annotation ids are assigned 1, 2, ... in journal order when the final file is assembled.
+    Not thread-safe: use it from one (writer) thread.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        style: str,
+        keypoints: KeypointSet,
+        kpt_thr: float,
+        *,
+        resume: bool = False,
+        fsync_every: int = 100,
+        fsync_seconds: float = 5.0,
+    ) -> None:
+        if style not in JSON_STYLES:
+            choices = ", ".join(JSON_STYLES)
+            raise ConfigError(f"--json-style must be one of {choices}, got {style!r}")
+        self.path = Path(path)
+        self.journal_path = journal_path(self.path)
+        self.style = style
+        self.keypoints = keypoints
+        self.kpt_thr = float(kpt_thr)
+        handle, records = _open_resumable(self.journal_path, resume, _journal_summary)
+        self._log = _LineLog(handle, fsync_every=fsync_every, fsync_seconds=fsync_seconds)
+        self._keys: set[str] = set()
+        self._image_ids: set[int] = set()
+        self._closed = False
+        if records:
+            self._adopt(records)
+        else:
+            self._log.append(self._header())
+
+    # -- public API -------------------------------------------------------------------------
+
+    def finished_sources(self) -> frozenset[str]:
+        """Keys of the frames already in the journal (from this run or the one it resumes)."""
+        return frozenset(self._keys)
+
+    def add(
+        self,
+        frame: FrameResult,
+        *,
+        file_name: str,
+        image_id: int | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Record one finished frame; return its image id.
+
+        `file_name` is the image's path relative to the input folder (or any name for video
+        frames); `key` identifies the source for resuming (default: `file_name`; give video
+        frames a per-frame key). `image_id` defaults to `frame.index + 1`: pass the index in the
+        unsharded listing (`sources.global_index`) so shards never share ids, or the ground
+        truth's id when the file is meant for evaluation.
+        """
+        if self._closed:
+            raise RuntimeError("CocoJsonWriter is closed")
+        key = file_name if key is None else key
+        image_id = frame.index + 1 if image_id is None else int(image_id)
+        if key in self._keys:
+            raise ValueError(f"source {key!r} was already written to {self.path}")
+        if image_id in self._image_ids:
+            raise ValueError(f"image id {image_id} was already written to {self.path}")
+        for pose in frame.poses:
+            if len(pose.keypoints) != self.keypoints.num_joints:
+                raise ValueError(
+                    f"pose with {len(pose.keypoints)} joints for keypoint set "
+                    f"{self.keypoints.name!r} ({self.keypoints.num_joints} joints)"
+                )
+        self._log.append(
+            {
+                "key": key,
+                "image": image_record(image_id, frame, file_name),
+                "poses": [_pose_to_journal(pose) for pose in frame.poses],
+            }
+        )
+        self._keys.add(key)
+        self._image_ids.add(image_id)
+        return image_id
+
+    def close(self) -> Path:
+        """Assemble the final JSON from the journal (atomically) and delete the journal."""
+        if not self._closed:
+            self._log.close()
+            self._closed = True
+            with atomic_output(self.path, "w") as handle:
+                if self.style == "dataset":
+                    self._write_dataset(handle)
+                else:
+                    self._write_results(handle)
+            self.journal_path.unlink()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without assembling: the journal stays (synced) for a later `resume=True` run."""
+        if not self._closed:
+            self._log.close()
+            self._closed = True
+
+    def __enter__(self) -> "CocoJsonWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- journal ----------------------------------------------------------------------------
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "aepose_journal": _JOURNAL_FORMAT,
+            "keypoint_set": self.keypoints.name,
+            "num_joints": self.keypoints.num_joints,
+        }
+
+    def _adopt(self, records: list[Any]) -> None:
+        """Take over a previous run's journal after checking it was written for the same joints."""
+        header, frames = records[0], records[1:]
+        if header != self._header():
+            found = header.get("keypoint_set") if isinstance(header, dict) else None
+            self._log.close()
+            raise ConfigError(
+                f"{self.journal_path}: unfinished run of another kind (keypoint set "
+                f"{found!r}); delete it or run without resuming"
+            )
+        for key, image_id in frames:
+            self._keys.add(key)
+            self._image_ids.add(image_id)
+
+    def _frame_records(self) -> Iterator[dict[str, Any]]:
+        records = _iter_records(self.journal_path)
+        next(records, None)  # header
+        return records
+
+    # -- final file -------------------------------------------------------------------------
+
+    def _write_dataset(self, handle: IO[str]) -> None:
+        info = {
+            "description": "poses estimated by aepose",
+            "keypoint_set": self.keypoints.name,
+            "kpt_thr": self.kpt_thr,
+        }
+        handle.write('{"info":' + _dumps(info) + ',"licenses":[],\n"images":[')
+        _write_items(handle, (record["image"] for record in self._frame_records()))
+        handle.write('],\n"annotations":[')
+        _write_items(handle, self._dataset_annotations())
+        handle.write('],\n"categories":' + _dumps(coco_categories(self.keypoints)) + "}\n")
+
+    def _dataset_annotations(self) -> Iterator[dict[str, Any]]:
+        annotation_id = 0
+        for record in self._frame_records():
+            for entry in record["poses"]:
+                annotation_id += 1
+                yield dataset_annotation(
+                    annotation_id, record["image"]["id"], _pose_from_journal(entry), self.kpt_thr
+                )
+
+    def _write_results(self, handle: IO[str]) -> None:
+        handle.write("[")
+        _write_items(
+            handle,
+            (
+                results_annotation(record["image"]["id"], _pose_from_journal(entry))
+                for record in self._frame_records()
+                for entry in record["poses"]
+            ),
+        )
+        handle.write("]\n")
+
+
+def _journal_summary(record: dict[str, Any]) -> dict[str, Any] | tuple[str, int]:
+    """What resuming needs of a journal line: the header whole, else (key, image id)."""
+    if "aepose_journal" in record:
+        return record
+    return str(record["key"]), int(record["image"]["id"])
+
+
+def journal_path(output: str | os.PathLike[str]) -> Path:
+    """The journal of a streamed COCO JSON output: `OUTPUT.partial.jsonl`."""
+    output = Path(output)
+    return output.with_name(output.name + JOURNAL_SUFFIX)
+
+
+def is_complete(output: str | os.PathLike[str]) -> bool:
+    """True when a streamed COCO JSON output was finished (file present, no journal left)."""
+    return Path(output).is_file() and not journal_path(output).exists()
+
+
+def _write_items(handle: IO[str], items: Iterator[dict[str, Any]]) -> None:
+    """Write JSON array items one per line, without holding them all in memory."""
+    separator = "\n"
+    for item in items:
+        handle.write(separator + _dumps(item))
+        separator = ",\n"
+
+
+def write_coco_json(
+    path: str | os.PathLike[str],
+    frames: list[tuple[FrameResult, str]],
+    keypoints: KeypointSet,
+    kpt_thr: float,
+    style: str = "dataset",
+) -> Path:
+    """Write a small, in-memory run in one go: `frames` = [(frame, file_name), ...]."""
+    writer = CocoJsonWriter(path, style, keypoints, kpt_thr)
+    try:
+        for frame, file_name in frames:
+            writer.add(frame, file_name=file_name)
+    except BaseException:
+        writer.abort()
+        journal_path(path).unlink(missing_ok=True)
+        raise
+    return writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON lines
+
+
+def frame_to_json(frame: FrameResult) -> dict[str, Any]:
+    """One frame as a JSON-lines record: keypoints as [[x, y, score], ...] per person."""
+    width, height = frame.image_size
+    poses = []
+    for pose in frame.poses:
+        entry: dict[str, Any] = {
+            "keypoints": np.asarray(pose.keypoints)[:, :3].tolist(),
+            "score": float(pose.score),
+            "bbox": list(pose.bbox),
+        }
+        if pose.track_id is not None:
+            entry["track_id"] = int(pose.track_id)
+        poses.append(entry)
+    return {
+        "index": int(frame.index),
+        "source": frame.source,
+        "timestamp": None if frame.timestamp is None else float(frame.timestamp),
+        "width": int(width),
+        "height": int(height),
+        "poses": poses,
+        "timings": {name: float(seconds) for name, seconds in frame.timings.items()},
+    }
+
+
+class JsonLinesWriter:
+    """`--jsonl`: one JSON line per frame, flushed as it is written so others can follow it live.
+
+    `path` '-' writes to standard output. The file is written in place (a crash leaves complete
+    lines and at most one torn last line, which `resume=True` cuts off before appending);
+    `finished_sources()` returns the `source` of every complete line when resuming.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        fsync_every: int = 100,
+        fsync_seconds: float = 5.0,
+    ) -> None:
+        self.path = None if os.fspath(path) == "-" else Path(path)
+        self._sources: set[str] = set()
+        if self.path is None:
+            handle: IO[str] = sys.stdout
+        else:
+            handle, sources = _open_resumable(
+                self.path, resume, lambda record: str(record.get("source", ""))
+            )
+            self._sources = set(sources)
+        self._log = _LineLog(handle, fsync_every=fsync_every, fsync_seconds=fsync_seconds)
+        self._closed = False
+
+    def finished_sources(self) -> frozenset[str]:
+        return frozenset(self._sources)
+
+    def add(self, frame: FrameResult) -> None:
+        if self._closed:
+            raise RuntimeError("JsonLinesWriter is closed")
+        self._log.append(frame_to_json(frame))
+        self._sources.add(frame.source)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.path is None:
+            self._log.sync()  # flush stdout; never close it
+        else:
+            self._log.close()
+
+    def __enter__(self) -> "JsonLinesWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()

@@ -1,0 +1,170 @@
+"""draw_poses against hand-computed OpenCV calls and a transliteration of the reference's loop."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from aepose_cli.config import DrawConfig
+from aepose_cli.draw import TRACK_PALETTE, draw_poses, track_colour
+from aepose_cli.keypoints import AIC, COCO
+from aepose_cli.types import Pose
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+GREEN = (0, 255, 0)
+ORANGE_AS_STORED = (255, 128, 0)  # 'orange' in the dataset info; OpenCV reads it as BGR (blue)
+BLUE_AS_STORED = (51, 153, 255)
+
+
+def _synthetic_pose() -> Pose:
+    """A COCO pose on a 120x100 image exercising every rule of the reference's drawing loop."""
+    kpts = np.zeros((17, 3), np.float32)
+    kpts[5] = (30.7, 40.2, 0.9)  # left shoulder
+    kpts[6] = (80.0, 40.0, 0.29)  # right shoulder: below kpt_thr, neither joint nor links
+    kpts[7] = (50.9, 60.99, 0.8)  # left elbow
+    kpts[9] = (0.5, 70.0, 0.9)  # left wrist: int(x) == 0, so its circle is drawn, its link not
+    kpts[11] = (30.0, 80.0, 0.3)  # left hip: exactly kpt_thr counts as confident
+    kpts[12] = (119.5, 80.0, 0.9)  # right hip: int(x) == 119 < width, inside
+    kpts[13] = (30.0, 100.2, 0.9)  # left knee: int(y) == 100 == height, link skipped
+    return Pose(keypoints=kpts, score=0.7)
+
+
+def test_draw_matches_hand_computed_opencv_calls():
+    image = np.full((100, 120, 3), 17, np.uint8)
+    original = image.copy()
+    drawn = draw_poses(image, [_synthetic_pose()], COCO, DrawConfig())
+
+    expected = original.copy()
+    # Joints in joint order, int()-truncated, radius 4, filled.
+    cv2.circle(expected, (30, 40), 4, GREEN, -1)  # 5
+    cv2.circle(expected, (50, 60), 4, GREEN, -1)  # 7
+    cv2.circle(expected, (0, 70), 4, GREEN, -1)  # 9
+    cv2.circle(expected, (30, 80), 4, GREEN, -1)  # 11
+    cv2.circle(expected, (119, 80), 4, ORANGE_AS_STORED, -1)  # 12
+    cv2.circle(expected, (30, 100), 4, GREEN, -1)  # 13
+    # Links in skeleton-table order: 13-11 (y == h) skipped, 11-12, 5-11 drawn, 6-12 and 5-6
+    # (score) skipped, 5-7 drawn, 7-9 (x == 0) skipped.
+    cv2.line(expected, (30, 80), (119, 80), BLUE_AS_STORED, thickness=1)
+    cv2.line(expected, (30, 40), (30, 80), BLUE_AS_STORED, thickness=1)
+    cv2.line(expected, (30, 40), (50, 60), GREEN, thickness=1)
+
+    assert np.array_equal(drawn, expected)
+    assert np.array_equal(image, original), "the input image must not be modified"
+    # The stored 'orange' lands in the blue channel, as in the reference (pixel below the line).
+    assert tuple(drawn[83, 119]) == ORANGE_AS_STORED
+
+
+def test_kpt_thr_radius_and_thickness_are_honoured():
+    image = np.zeros((100, 120, 3), np.uint8)
+    cfg = DrawConfig(kpt_thr=0.85, radius=2, thickness=3)
+    drawn = draw_poses(image, [_synthetic_pose()], COCO, cfg)
+
+    expected = image.copy()
+    for joint, xy in ((5, (30, 40)), (9, (0, 70)), (12, (119, 80)), (13, (30, 100))):
+        colour = ORANGE_AS_STORED if joint == 12 else GREEN
+        cv2.circle(expected, xy, 2, colour, -1)
+    # Only 5 and 12 are confident and inside, but they share no link; no line at all.
+    assert np.array_equal(drawn, expected)
+
+
+def test_threshold_is_compared_in_float64_like_the_reference():
+    # float32(0.7) is 0.69999998...: below 0.7, so neither joint nor link is drawn (NumPy 1.x
+    # scalar comparison in the reference); a float32 comparison would draw them.
+    kpts = np.zeros((17, 3), np.float32)
+    kpts[5] = (30, 40, 0.7)
+    kpts[7] = (50, 60, 0.9)
+    image = np.zeros((100, 120, 3), np.uint8)
+    drawn = draw_poses(image, [Pose(kpts, 1.0)], COCO, DrawConfig(kpt_thr=0.7))
+    expected = image.copy()
+    cv2.circle(expected, (50, 60), 4, GREEN, -1)
+    assert np.array_equal(drawn, expected)
+
+
+def _reference_imshow_keypoints(img, pose_result, skeleton, kpt_score_thr, pose_kpt_color,
+                                pose_link_color, radius, thickness):
+    """mmpose 0.29 `imshow_keypoints` transliterated (show_keypoint_weight=False)."""
+    img_h, img_w, _ = img.shape
+    for kpts in pose_result:
+        kpts = np.array(kpts, copy=False)
+        for kid, kpt in enumerate(kpts):
+            x_coord, y_coord, kpt_score = int(kpt[0]), int(kpt[1]), kpt[2]
+            if kpt_score < kpt_score_thr:
+                continue
+            color = tuple(int(c) for c in pose_kpt_color[kid])
+            cv2.circle(img, (int(x_coord), int(y_coord)), radius, color, -1)
+        for sk_id, sk in enumerate(skeleton):
+            pos1 = (int(kpts[sk[0], 0]), int(kpts[sk[0], 1]))
+            pos2 = (int(kpts[sk[1], 0]), int(kpts[sk[1], 1]))
+            if (pos1[0] <= 0 or pos1[0] >= img_w or pos1[1] <= 0 or pos1[1] >= img_h
+                    or pos2[0] <= 0 or pos2[0] >= img_w or pos2[1] <= 0 or pos2[1] >= img_h
+                    or kpts[sk[0], 2] < kpt_score_thr or kpts[sk[1], 2] < kpt_score_thr):
+                continue
+            color = tuple(int(c) for c in pose_link_color[sk_id])
+            cv2.line(img, pos1, pos2, color, thickness=thickness)
+    return img
+
+
+@pytest.mark.parametrize("case", ["bus", "000000196141"])
+def test_golden_people_drawn_like_the_reference_on_a_real_image(case):
+    golden = json.loads((SHARED / "golden/cases" / case / "a_s1_flip.json").read_text())
+    image = cv2.imread(str(SHARED / golden["image"]), cv2.IMREAD_COLOR)
+    poses = [
+        Pose(keypoints=np.asarray(p["keypoints"], np.float32), score=p["score"])
+        for p in golden["people"]
+    ]
+    assert len(poses) > 10
+    # The golden checkpoint is untrained (scores below 0.25): lower the threshold so that about
+    # half the joints count as confident and many links hit the bounds rules.
+    drawn = draw_poses(image, poses, COCO, DrawConfig(kpt_thr=0.1))
+    expected = _reference_imshow_keypoints(
+        image.copy(), [p.keypoints for p in poses], COCO.skeleton, 0.1, COCO.joint_colours,
+        COCO.link_colours, radius=4, thickness=1,
+    )
+    assert not np.array_equal(drawn, image), "these random people must draw something"
+    assert np.array_equal(drawn, expected)
+
+
+def test_track_id_drawn_in_its_palette_colour_above_the_top_joint():
+    image = np.zeros((100, 120, 3), np.uint8)
+    pose = _synthetic_pose()
+    plain = draw_poses(image, [pose], COCO, DrawConfig())
+    tracked = draw_poses(image, [pose.with_track_id(3)], COCO, DrawConfig())
+    switched_off = draw_poses(
+        image, [pose.with_track_id(3)], COCO, DrawConfig(draw_track_ids=False)
+    )
+
+    assert np.array_equal(switched_off, plain)
+    changed = np.argwhere(np.any(tracked != plain, axis=2))
+    assert changed.size > 0
+    # Text sits above the top-most confident joint (left shoulder at y=40).
+    assert changed[:, 0].max() < 40
+    # Anti-aliased text: every changed pixel is a shade of the track colour (on black).
+    mean_colour = tracked[changed[:, 0], changed[:, 1]].astype(float).mean(axis=0)
+    colour = np.array(track_colour(3), float)
+    cosine = mean_colour @ colour / (np.linalg.norm(mean_colour) * np.linalg.norm(colour))
+    assert cosine > 0.999
+
+
+def test_track_colours_are_stable_and_distinct():
+    assert track_colour(3) == track_colour(3 + len(TRACK_PALETTE))
+    assert len(set(track_colour(i) for i in range(len(TRACK_PALETTE)))) == len(TRACK_PALETTE)
+
+
+def test_other_keypoint_sets_and_joint_count_check():
+    image = np.zeros((50, 50, 3), np.uint8)
+    kpts = np.zeros((14, 3), np.float32)
+    kpts[0] = (10, 10, 1.0)
+    kpts[1] = (20, 30, 1.0)
+    drawn = draw_poses(image, [Pose(kpts, 1.0)], AIC, DrawConfig())
+    expected = image.copy()
+    cv2.circle(expected, (10, 10), 4, AIC.joint_colours[0], -1)
+    cv2.circle(expected, (20, 30), 4, AIC.joint_colours[1], -1)
+    cv2.line(expected, (20, 30), (10, 10), AIC.link_colours[1], thickness=1)  # link 1-0
+    assert np.array_equal(drawn, expected)
+
+    with pytest.raises(ValueError, match="17 joints"):
+        draw_poses(image, [Pose(np.zeros((17, 3), np.float32), 1.0)], AIC, DrawConfig())
