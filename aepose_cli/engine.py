@@ -28,6 +28,9 @@ class AggregatedMaps:
     heatmaps: torch.Tensor  # [K, Hb, Wb] float32
     tags: torch.Tensor  # [K, Hb, Wb, L] float32, L = 2 with flip test ([..., 0] original)
     geometry: ImageGeometry
+    # The same tags before projection, `[K, h, w, L]` at heatmap resolution: `tags` is their
+    # bilinear upsampling, which lets grouping bound tags per region cheaply.
+    tags_lowres: torch.Tensor | None = None
 
 
 @dataclass
@@ -121,34 +124,49 @@ class InferenceEngine:
         return (results, raws) if keep_raw else results
 
     def _aggregate(self, geometry: ImageGeometry, outs: list[torch.Tensor], outs_flip: list[torch.Tensor] | None):
-        k = self.keypoints.num_joints
-        wb, hb = geometry.base_size_wh
-        scales = [si.scale for si in geometry.inputs]
-        single = len(scales) == 1
-        total = None
-        tag_list: list[torch.Tensor] = []
-        raw = RawOutputs([], [], [], [])
-        for s, out, out_f in zip(scales, outs, outs_flip or [None] * len(outs)):
-            maps_hm = [out[:k]]
-            maps_tg = [out[k:]]
-            raw.heatmaps.append(out[:k])
-            raw.tags.append(out[k:])
-            if out_f is not None:
-                flipped = torch.flip(out_f, [2])
-                hm_f = flipped[:k][self.flip_index]
-                tg_f = flipped[k:][self.flip_index]
-                maps_hm.append(hm_f)
-                maps_tg.append(tg_f)
-                raw.heatmaps_flip.append(out_f[:k])
-                raw.tags_flip.append(out_f[k:])
-            hms = _project(torch.stack(maps_hm), hb, wb)
-            heat = (hms[0] + hms[1]) / 2.0 if out_f is not None else hms[0]
-            if s == 1 or single:
-                tag_list.extend(_project(torch.stack(maps_tg), hb, wb).unbind(0))
-            total = heat if total is None else total + heat
-        heatmaps = total / float(len(scales))
-        tags = torch.stack(tag_list, dim=-1)
-        return AggregatedMaps(heatmaps, tags, geometry), raw
+        return aggregate_outputs(geometry, outs, outs_flip, self.flip_index)
+
+
+def aggregate_outputs(
+    geometry: ImageGeometry,
+    outs: list[torch.Tensor],
+    outs_flip: list[torch.Tensor] | None,
+    flip_index: torch.Tensor,
+) -> tuple[AggregatedMaps, RawOutputs]:
+    """Combine the raw `[2K, h, w]` outputs of every scale (descending) into base-canvas maps.
+
+    `outs_flip` are the raw outputs of the mirrored inputs (None without flip test). Public so
+    that maps from elsewhere (tests, another runtime) go through the reference's exact steps.
+    """
+    k = len(flip_index)
+    wb, hb = geometry.base_size_wh
+    scales = [si.scale for si in geometry.inputs]
+    single = len(scales) == 1
+    total = None
+    tag_list: list[torch.Tensor] = []
+    tags_lowres = None
+    raw = RawOutputs([], [], [], [])
+    for s, out, out_f in zip(scales, outs, outs_flip or [None] * len(outs)):
+        maps_hm = [out[:k]]
+        maps_tg = [out[k:]]
+        raw.heatmaps.append(out[:k])
+        raw.tags.append(out[k:])
+        if out_f is not None:
+            flipped = torch.flip(out_f, [2])
+            maps_hm.append(flipped[:k][flip_index])
+            maps_tg.append(flipped[k:][flip_index])
+            raw.heatmaps_flip.append(out_f[:k])
+            raw.tags_flip.append(out_f[k:])
+        hms = _project(torch.stack(maps_hm), hb, wb)
+        heat = (hms[0] + hms[1]) / 2.0 if out_f is not None else hms[0]
+        if s == 1 or single:
+            low = torch.stack(maps_tg)
+            tags_lowres = low.permute(1, 2, 3, 0)
+            tag_list.extend(_project(low, hb, wb).unbind(0))
+        total = heat if total is None else total + heat
+    heatmaps = total / float(len(scales))
+    tags = torch.stack(tag_list, dim=-1)
+    return AggregatedMaps(heatmaps, tags, geometry, tags_lowres), raw
 
 
 def _project(maps: torch.Tensor, hb: int, wb: int) -> torch.Tensor:

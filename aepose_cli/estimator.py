@@ -1,0 +1,150 @@
+"""`PoseEstimator`: the library's front door, from a model name or checkpoint to poses.
+
+It wires the stages (preprocess + network in the engine, grouping, pose NMS) without knowing
+which command runs it; the CLI and the video pipeline call the same methods.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import InferenceConfig
+from .engine import AggregatedMaps, InferenceEngine
+from .errors import CheckpointError
+from .evaluate import oks_nms
+from .grouping import group, poses_from
+from .io.sources import read_image
+from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
+from .model import AENet, build_from_checkpoint
+from .types import FrameResult, Pose
+from .zoo import ZooModel, resolve_checkpoint
+
+ImageLike = "np.ndarray | str | Path"
+
+
+def load_model(
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    keypoints: str | KeypointSet | None = None,
+    *,
+    progress: bool = True,
+) -> tuple[AENet, KeypointSet, ZooModel | None]:
+    """Network, keypoint metadata and zoo entry for a model name and/or a checkpoint file.
+
+    The architecture comes from the checkpoint's tensors; K selects the keypoint set unless
+    `keypoints` names one, in which case K must agree.
+    """
+    path, zoo_entry = resolve_checkpoint(model, checkpoint, progress=progress)
+    net, _ = build_from_checkpoint(path)
+    if keypoints is None:
+        kps = zoo_entry.keypoints if zoo_entry is not None else keypoint_set_for(net.num_joints)
+    else:
+        kps = keypoint_set(keypoints) if isinstance(keypoints, str) else keypoints
+    if kps.num_joints != net.num_joints:
+        raise CheckpointError(
+            f"{path}: checkpoint predicts {net.num_joints} keypoints but the keypoint set "
+            f"'{kps.name}' has {kps.num_joints}"
+        )
+    return net, kps, zoo_entry
+
+
+class PoseEstimator:
+    """Multi-person 2D pose estimation with an HRNet associative-embedding model.
+
+    >>> est = PoseEstimator(checkpoint="model.pth", scales=(2, 1, 0.5))   # doctest: +SKIP
+    >>> poses = est.predict("photo.jpg")                                    # doctest: +SKIP
+
+    `model` names a zoo model (downloaded and cached on first use); `checkpoint` loads a local
+    file and never touches the network. Any other keyword overrides a field of
+    `InferenceConfig` (e.g. `pose_nms=None`, `refine=False`, `precision="fp16"`).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        checkpoint: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        scales: Sequence[float] = (1.0,),
+        flip: bool = True,
+        keypoints: str | KeypointSet | None = None,
+        config: InferenceConfig | None = None,
+        progress: bool = True,
+        **overrides,
+    ) -> None:
+        if config is None:
+            config = InferenceConfig(scales=tuple(float(s) for s in scales), flip=flip, device=device, **overrides)
+        elif overrides:
+            config = replace(config, **overrides)
+        self.config = config
+        net, self.keypoints, self.zoo_model = load_model(model, checkpoint, keypoints, progress=progress)
+        self.engine = InferenceEngine(net, self.keypoints, config)
+
+    # -- stages ----------------------------------------------------------------------------
+    def maps(self, image: "np.ndarray | str | Path") -> AggregatedMaps:
+        """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""
+        return self.engine.infer([_as_bgr(image)])[0]
+
+    def poses_from_maps(self, maps: AggregatedMaps) -> list[Pose]:
+        """Group aggregated maps into people (original-image pixels), then pose NMS if on."""
+        poses = poses_from(group(maps, self.keypoints, self.config), maps.geometry)
+        return self._pose_nms(poses)
+
+    def _pose_nms(self, poses: list[Pose]) -> list[Pose]:
+        if self.config.pose_nms is None or len(poses) < 2:
+            return poses
+        keypoints = np.stack([p.keypoints for p in poses])
+        scores = np.array([p.score for p in poses], dtype=np.float32)
+        areas = np.array([p.area for p in poses], dtype=np.float32)
+        keep = oks_nms(keypoints, scores, areas, self.keypoints.sigmas, self.config.pose_nms)
+        return [poses[i] for i in keep]
+
+    # -- whole images ----------------------------------------------------------------------
+    def predict(self, image: "np.ndarray | str | Path") -> list[Pose]:
+        """People in one image (a BGR array as OpenCV gives it, or a file path)."""
+        return self.predict_batch([image])[0].poses
+
+    def predict_batch(self, images: Sequence["np.ndarray | str | Path"], first_index: int = 0) -> list[FrameResult]:
+        """Results for several images; images of equal size share network batches."""
+        arrays = [_as_bgr(img) for img in images]
+        t0 = time.perf_counter()
+        prepared = [self.engine.prepare(a) for a in arrays]
+        t1 = time.perf_counter()
+        all_maps = self.engine.infer_prepared(prepared)
+        _synchronize(self.engine.device)
+        t2 = time.perf_counter()
+        results = []
+        n = max(len(arrays), 1)
+        for i, (arr, maps) in enumerate(zip(arrays, all_maps)):
+            g0 = time.perf_counter()
+            poses = self.poses_from_maps(maps)
+            timings = {
+                "preprocess": (t1 - t0) / n,
+                "network": (t2 - t1) / n,
+                "grouping": time.perf_counter() - g0,
+            }
+            source = str(images[i]) if not isinstance(images[i], np.ndarray) else ""
+            h, w = arr.shape[:2]
+            results.append(FrameResult(first_index + i, (w, h), poses, source=source, timings=timings))
+        return results
+
+
+def _as_bgr(image: "np.ndarray | str | Path") -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+        return image
+    return read_image(image)
+
+
+def _synchronize(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
