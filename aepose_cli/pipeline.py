@@ -1,0 +1,230 @@
+"""Streaming orchestration: decoding, the network, grouping and writing overlap.
+
+    reader thread ──prepared──▶ network (this thread, batched) ──maps──▶ grouping pool
+                                                                             │ (futures, in order)
+                                                         writer thread ◀─────┘ draw, encode, JSON
+
+Queues are bounded, so the slowest stage sets the pace and memory stays flat however long the
+input is. Per-item failures (an unreadable image, say) travel down the same queues as results,
+so they are reported in order and never stop the other items.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from .errors import AeposeError
+from .estimator import PoseEstimator
+from .types import FrameResult
+
+_DONE = object()
+
+
+@dataclass
+class WorkItem:
+    """One image or frame to process. `load` runs in the reader thread (decoding)."""
+
+    index: int
+    key: str
+    load: Callable[[], np.ndarray]
+    timestamp: float | None = None
+    extra: Any = None
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over items (stages overlap, so they exceed wall time)."""
+
+    totals: dict[str, float] = field(default_factory=dict)
+    items: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    wall: float = 0.0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.totals[stage] = self.totals.get(stage, 0.0) + seconds
+
+
+class Sink(Protocol):
+    """Where results go (drawn images, video, JSON); runs in the writer thread."""
+
+    def write(self, item: WorkItem, image: np.ndarray, result: FrameResult, times: StageTimes) -> None: ...
+
+    def fail(self, item: WorkItem, error: BaseException) -> None: ...
+
+
+@dataclass
+class _Prepared:
+    item: WorkItem
+    image: np.ndarray | None = None
+    geometry: Any = None
+    inputs: Any = None
+    error: BaseException | None = None
+
+
+def run_pipeline(
+    items: Iterable[WorkItem],
+    estimator: PoseEstimator,
+    sink: Sink,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    grouping_workers: int = 2,
+    queue_size: int | None = None,
+) -> StageTimes:
+    """Process every item; returns per-stage times and the (key, reason) of failed items."""
+    batch_size = estimator.config.batch_size
+    qsize = queue_size or max(4, 2 * batch_size)
+    prepared_q: queue.Queue = queue.Queue(maxsize=qsize)
+    written_q: queue.Queue = queue.Queue(maxsize=qsize)
+    times = StageTimes()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    start = time.perf_counter()
+
+    def reader() -> None:
+        try:
+            iterator = iter(items)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                # Pulling the next item may decode (video frames); count it as decoding.
+                item = next(iterator, None)
+                if item is None:
+                    break
+                prep = _Prepared(item)
+                try:
+                    prep.image = item.load()
+                    t1 = time.perf_counter()
+                    times.add("decode", t1 - t0)
+                    prep.geometry, prep.inputs = estimator.engine.prepare(prep.image)
+                    times.add("preprocess", time.perf_counter() - t1)
+                except (AeposeError, OSError, ValueError) as exc:
+                    prep.error = exc
+                _put(prepared_q, prep, stop)
+        except BaseException as exc:  # a source that breaks (e.g. a video stream) ends the run
+            errors.append(exc)
+        finally:
+            _put(prepared_q, _DONE, stop, force=True)
+
+    def writer() -> None:
+        try:
+            while True:
+                entry = written_q.get()
+                if entry is _DONE:
+                    return
+                prep, future = entry
+                if prep.error is not None:
+                    times.failures.append((prep.item.key, str(prep.error)))
+                    sink.fail(prep.item, prep.error)
+                else:
+                    try:
+                        result: FrameResult = future.result()
+                    except AeposeError as exc:
+                        times.failures.append((prep.item.key, str(exc)))
+                        sink.fail(prep.item, exc)
+                        continue
+                    times.add("grouping", result.timings.get("grouping", 0.0))
+                    sink.write(prep.item, prep.image, result, times)
+                times.items += 1
+                if on_progress is not None:
+                    on_progress(1)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+            _drain(written_q)
+
+    reader_thread = threading.Thread(target=reader, name="aepose-reader", daemon=True)
+    writer_thread = threading.Thread(target=writer, name="aepose-writer", daemon=True)
+    reader_thread.start()
+    writer_thread.start()
+    pool = ThreadPoolExecutor(max_workers=grouping_workers, thread_name_prefix="aepose-group")
+    try:
+        for batch in _batches(prepared_q, batch_size, stop):
+            good = [p for p in batch if p.error is None]
+            maps_list = []
+            if good:
+                t0 = time.perf_counter()
+                maps_list = estimator.engine.infer_prepared([(p.geometry, p.inputs) for p in good])
+                times.add("network", time.perf_counter() - t0)
+            maps_iter = iter(maps_list)
+            for prep in batch:
+                future: Future | None = None
+                if prep.error is None:
+                    future = pool.submit(_group, estimator, prep, next(maps_iter))
+                _put(written_q, (prep, future), stop)
+            if stop.is_set():
+                break
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        _put(written_q, _DONE, stop, force=True)
+        writer_thread.join()
+        stop.set()
+        _drain(prepared_q)
+        reader_thread.join(timeout=5)
+        pool.shutdown(wait=True)
+        times.wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return times
+
+
+def _group(estimator: PoseEstimator, prep: _Prepared, maps) -> FrameResult:
+    t0 = time.perf_counter()
+    poses = estimator.poses_from_maps(maps)
+    h, w = prep.image.shape[:2]
+    return FrameResult(
+        index=prep.item.index,
+        image_size=(w, h),
+        poses=poses,
+        source=prep.item.key,
+        timestamp=prep.item.timestamp,
+        timings={"grouping": time.perf_counter() - t0},
+    )
+
+
+def _batches(q: queue.Queue, size: int, stop: threading.Event) -> Iterator[list[_Prepared]]:
+    """Up to `size` items: block for the first, then take what is ready (no waiting)."""
+    while not stop.is_set():
+        first = q.get()
+        if first is _DONE:
+            return
+        batch = [first]
+        done = False
+        while len(batch) < size:
+            try:
+                nxt = q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _DONE:
+                done = True
+                break
+            batch.append(nxt)
+        yield batch
+        if done:
+            return
+
+
+def _put(q: queue.Queue, value, stop: threading.Event, force: bool = False) -> None:
+    while True:
+        try:
+            q.put(value, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set() and not force:
+                return
+            if stop.is_set():
+                _drain(q)
+
+
+def _drain(q: queue.Queue) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
