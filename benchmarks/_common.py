@@ -1,0 +1,36 @@
+"""Shared helpers of the benchmarks: where the shared data is, and full-size test models.
+
+The official checkpoints cannot be downloaded here, so full-size networks are built from the
+published layout with random weights: their speed is the real network's speed.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TINY_CHECKPOINT = SHARED / "golden" / "checkpoints" / "ae_hrnet_tiny_coco_seed0.pth"
+CROWDED_IMAGE = SHARED / "data" / "coco-mini-val2017" / "val2017" / "000000217285.jpg"
+
+
+def full_size_model(width: int = 32, num_joints: int = 17, seed: int = 0):
+    """An official-layout HRNet-AE (w32/w48) with random weights, in eval mode."""
+    from aepose_cli.model import AENet, AENetSpec
+
+    torch.manual_seed(seed)
+    return AENet(AENetSpec.official(width, num_joints)).eval()
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Median wall time of `repeat` calls (after one warm-up call)."""
+    fn()
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
