@@ -30,7 +30,8 @@ class InferenceConfig:
     device: str = "cpu"
     # "fp32" is exact (TF32 off on CUDA); fp16/bf16 are the fast modes.
     precision: str = "fp32"
-    batch_size: int = 8
+    # Images per network pass (flip test doubles the samples); equal sizes only.
+    batch_size: int = 4
 
     def __post_init__(self) -> None:
         if not self.scales:

@@ -75,16 +75,13 @@ class InferenceEngine:
 
     @torch.inference_mode()
     def network(self, batch: torch.Tensor) -> torch.Tensor:
-        """Forward `[N, 3, H, W]` -> `[N, 2K, H/4, W/4]` float32, in chunks of `batch_size`.
+        """Forward `[N, 3, H, W]` -> `[N, 2K, H/4, W/4]` float32 in one pass.
 
-        Every image goes through as its own sample: eval-mode BatchNorm makes samples
-        independent, so batching changes speed, not the numbers.
+        Eval-mode BatchNorm makes samples independent; on CPU a sample's numbers do not depend
+        on its batch partners, though batch size 1 takes another kernel path (~1e-6 apart).
         """
-        outs = []
         with self._autocast():
-            for chunk in torch.split(batch, self.config.batch_size):
-                outs.append(self.model(chunk.to(self.device, non_blocking=True)).float())
-        return torch.cat(outs)
+            return self.model(batch.to(self.device, non_blocking=True)).float()
 
     # -- whole images --------------------------------------------------------------------
     def prepare(self, image_bgr: np.ndarray) -> tuple[ImageGeometry, list[torch.Tensor]]:
@@ -107,7 +104,12 @@ class InferenceEngine:
         groups: dict[tuple, list[int]] = {}
         for i, (geometry, _) in enumerate(prepared):
             groups.setdefault(tuple(si.size_wh for si in geometry.inputs), []).append(i)
-        for members in groups.values():
+        chunks = [
+            members[i:i + self.config.batch_size]
+            for members in groups.values()
+            for i in range(0, len(members), self.config.batch_size)
+        ]
+        for members in chunks:
             per_scale_outputs = []
             for s_idx in range(len(prepared[members[0]][1])):
                 batch = torch.stack([prepared[i][1][s_idx] for i in members])
