@@ -1,0 +1,50 @@
+"""CUDA parity and precision modes; they run wherever a GPU is present (skipped otherwise)."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from aepose_cli import PoseEstimator
+
+from conftest import GOLDEN, SHARED, TINY_CHECKPOINT
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CASES = ["000000196141/a_s1_flip", "000000197388/c_ms_flip_thr003", "bus/a_s1_flip", "zidane/b_s1_noflip"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_cuda_exact_mode_matches_reference_people(name):
+    case = json.loads((GOLDEN / "cases" / f"{name}.json").read_text())
+    cfg = case["test_cfg"]
+    est = PoseEstimator(
+        checkpoint=TINY_CHECKPOINT, device="cuda", scales=tuple(case["scales"]), flip=case["flip_test"],
+        detection_threshold=cfg["detection_threshold"], pose_nms=None, progress=False,
+    )
+    assert not torch.backends.cudnn.allow_tf32
+    poses = est.predict(cv2.imread(str(SHARED / case["image"])))
+    assert len(poses) == case["num_people"]
+    for pose, want in zip(poses, case["people"]):
+        np.testing.assert_allclose(pose.keypoints, np.array(want["keypoints"]), rtol=0, atol=1e-3)
+        assert abs(pose.score - want["score"]) <= 1e-5
+
+
+def test_cuda_maps_match_cpu_maps():
+    image = cv2.imread(str(SHARED / "data" / "ultralytics-assets" / "bus.jpg"))
+    cpu = PoseEstimator(checkpoint=TINY_CHECKPOINT, progress=False).maps(image)
+    gpu = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", progress=False).maps(image)
+    np.testing.assert_allclose(gpu.heatmaps.cpu().numpy(), cpu.heatmaps.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(gpu.tags.cpu().numpy(), cpu.tags.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_fast_precisions_run_and_stay_close(precision):
+    image = cv2.imread(str(SHARED / "data" / "ultralytics-assets" / "bus.jpg"))
+    exact = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", progress=False).maps(image)
+    fast = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", precision=precision, progress=False).maps(image)
+    assert fast.heatmaps.dtype == torch.float32
+    assert (fast.heatmaps - exact.heatmaps).abs().max().item() < 0.1

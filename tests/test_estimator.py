@@ -1,0 +1,91 @@
+"""The public API: PoseEstimator on real images, pose NMS, batching, keypoint-set checks."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import pytest
+
+from aepose_cli import Pose, PoseEstimator
+from aepose_cli.errors import CheckpointError, ConfigError, InputError
+from aepose_cli.evaluate import oks_nms
+from aepose_cli.keypoints import COCO
+
+from conftest import DATA, GOLDEN, TINY_CHECKPOINT
+
+BUS = DATA / "ultralytics-assets" / "bus.jpg"
+ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
+
+
+@lru_cache(maxsize=2)
+def _estimator(pose_nms):
+    return PoseEstimator(checkpoint=TINY_CHECKPOINT, pose_nms=pose_nms, progress=False)
+
+
+def test_predict_without_nms_gives_the_reference_people():
+    case = json.loads((GOLDEN / "cases" / "bus" / "a_s1_flip.json").read_text())
+    poses = _estimator(None).predict(BUS)
+    assert len(poses) == case["num_people"]
+    for pose, want in zip(poses, case["people"]):
+        assert isinstance(pose, Pose) and pose.keypoints.shape == (17, 3)
+        np.testing.assert_allclose(pose.keypoints, np.array(want["keypoints"]), rtol=0, atol=1e-3)
+        assert abs(pose.score - want["score"]) <= 1e-5
+
+
+def test_default_pose_nms_keeps_the_reference_api_selection():
+    all_poses = _estimator(None).predict(BUS)
+    kept = _estimator(0.9).predict(BUS)
+    keep = oks_nms(
+        np.stack([p.keypoints for p in all_poses]),
+        np.array([p.score for p in all_poses], dtype=np.float32),
+        np.array([p.area for p in all_poses], dtype=np.float32),
+        COCO.sigmas,
+        0.9,
+    )
+    assert 0 < len(kept) < len(all_poses)
+    assert [p.score for p in kept] == [all_poses[i].score for i in keep]
+    scores = [p.score for p in kept]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_array_and_path_inputs_agree_and_maps_have_reference_shapes():
+    est = _estimator(None)
+    image = cv2.imread(str(ZIDANE))
+    from_path = est.predict(ZIDANE)
+    from_array = est.predict(image)
+    assert len(from_path) == len(from_array)
+    for a, b in zip(from_path, from_array):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    maps = est.maps(image)
+    assert tuple(maps.heatmaps.shape) == (17, 512, 960)
+    assert tuple(maps.tags.shape) == (17, 512, 960, 2)
+    assert maps.geometry.base_size_wh == (960, 512) and maps.geometry.center == (640, 360)
+
+
+def test_batch_of_mixed_sizes_equals_single_images():
+    est = _estimator(None)
+    results = est.predict_batch([BUS, ZIDANE, BUS])
+    assert [r.index for r in results] == [0, 1, 2]
+    assert results[0].image_size == (810, 1080) and results[1].image_size == (1280, 720)
+    single = est.predict(BUS)
+    for r in (results[0], results[2]):
+        assert len(r.poses) == len(single)
+        for a, b in zip(r.poses, single):
+            np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        assert set(r.timings) >= {"network", "grouping"}
+
+
+def test_keypoint_set_must_match_the_checkpoint():
+    with pytest.raises(CheckpointError, match="17 keypoints.*'aic' has 14"):
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, keypoints="aic", progress=False)
+
+
+def test_bad_options_and_inputs(tmp_path):
+    with pytest.raises(ConfigError):
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, scales=(2, 0.5), progress=False)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(InputError, match="bad.jpg"):
+        _estimator(None).predict(bad)
