@@ -55,7 +55,7 @@ def model_options(func):
         click.option("--tag-threshold", default=1.0, show_default=True, type=float, help="Maximum tag distance to join a person."),
         click.option("--pose-nms", default=None, type=click.FloatRange(0, 1, min_open=True), help="OKS threshold of pose NMS (default 0.9; evaluate: off)."),
         click.option("--no-pose-nms", is_flag=True, default=False, help="Turn pose NMS off (the reference's evaluation path)."),
-        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Images per network batch (equal sizes are batched)."),
+        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
     ]
     for option in reversed(options):
         func = option(func)

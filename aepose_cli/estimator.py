@@ -23,8 +23,6 @@ from .model import AENet, build_from_checkpoint
 from .types import FrameResult, Pose
 from .zoo import ZooModel, resolve_checkpoint
 
-ImageLike = "np.ndarray | str | Path"
-
 
 def load_model(
     model: str | None = None,

@@ -189,25 +189,22 @@ def _group(estimator: PoseEstimator, prep: _Prepared, maps) -> FrameResult:
 
 
 def _batches(q: queue.Queue, size: int, stop: threading.Event) -> Iterator[list[_Prepared]]:
-    """Up to `size` items: block for the first, then take what is ready (no waiting)."""
+    """Consecutive items in batches of exactly `size` (the last may be shorter).
+
+    Which items share a batch must not depend on timing: a batched convolution rounds
+    differently (~1e-6) from another batch composition, so taking "whatever is ready" made the
+    same command give slightly different poses from run to run.
+    """
     while not stop.is_set():
-        first = q.get()
-        if first is _DONE:
-            return
-        batch = [first]
-        done = False
+        batch: list[_Prepared] = []
         while len(batch) < size:
-            try:
-                nxt = q.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is _DONE:
-                done = True
-                break
-            batch.append(nxt)
+            entry = q.get()
+            if entry is _DONE:
+                if batch:
+                    yield batch
+                return
+            batch.append(entry)
         yield batch
-        if done:
-            return
 
 
 def _put(q: queue.Queue, value, stop: threading.Event, force: bool = False) -> None:

@@ -69,7 +69,7 @@ def run_video(
             WorkItem(index=f.index, key=str(f.index), load=(lambda img=f.image_bgr: img), timestamp=f.timestamp_s, extra=f.pts)
             for f in video_src
         )
-        with progress_factory("fps") as progress:
+        with progress_factory("frame") as progress:
             task = progress.add_task(Path(str(source)).name[:40], total=total)
             times = run_pipeline(items, estimator, frame_sink, on_progress=lambda n: progress.advance(task, n))
     except BaseException:
