@@ -62,6 +62,17 @@ def model_options(func):
     return func
 
 
+def json_options(func):
+    """`--no-json` and `--json-style`, shared by the image commands."""
+    options = [
+        click.option("--no-json", is_flag=True, help="Do not write JSON."),
+        click.option("--json-style", type=click.Choice(["dataset", "results"]), default="dataset", show_default=True, help="COCO dataset file, or the flat results list COCO evaluation takes."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def draw_options(func):
     options = [
         click.option("--kpt-thr", default=0.3, show_default=True, type=float, help="Draw joints whose score is at least this."),
@@ -187,8 +198,7 @@ def _annotated_suffix(path: Path) -> str:
 @click.option("--out", "out", default=None, help="Annotated image file, or a folder for them (default: IMG.pose.jpg next to each input).")
 @click.option("--no-images", is_flag=True, help="Do not write annotated images.")
 @click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: IMG.pose.json, or images.pose.json for several inputs).")
-@click.option("--no-json", is_flag=True, help="Do not write JSON.")
-@click.option("--json-style", type=click.Choice(["dataset", "results"]), default="dataset", show_default=True, help="COCO dataset file, or the flat results list COCO evaluation takes.")
+@json_options
 @model_options
 @draw_options
 def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None:
@@ -242,8 +252,7 @@ def _relative_to(path: Path, folder: Path) -> str:
 @click.option("--out", "out", default=None, help="Folder for annotated images (default: FOLDER.pose/ beside the folder).")
 @click.option("--no-images", is_flag=True, help="Do not write annotated images.")
 @click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: FOLDER.pose.json beside the folder).")
-@click.option("--no-json", is_flag=True, help="Do not write JSON.")
-@click.option("--json-style", type=click.Choice(["dataset", "results"]), default="dataset", show_default=True, help="COCO dataset file, or the flat results list COCO evaluation takes.")
+@json_options
 @model_options
 @draw_options
 def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, **opts) -> None:

@@ -241,6 +241,10 @@ class RefineSearch:
         self.tile_tmin, self.tile_tmax = _tile_tag_bounds(tags, tile, tags_lowres)
         self.flat_hm = heatmaps.reshape(k, h * w)
         self.flat_tags = tags.reshape(k, h * w, tags.shape[-1])
+        # Tags at each tile's peak pixel, per joint: [K, T, L].
+        self.tile_peak_tags = torch.gather(
+            self.flat_tags, 1, self.tile_arg[..., None].expand(-1, -1, self.flat_tags.shape[-1])
+        )
         dy, dx = torch.meshgrid(
             torch.arange(tile, device=heatmaps.device), torch.arange(tile, device=heatmaps.device), indexing="ij"
         )
@@ -251,25 +255,36 @@ class RefineSearch:
         """round(sqrt(sum of squares)) over the last axis, in float32 like the reference."""
         return torch.round(diff.square().sum(dim=-1).sqrt())
 
+    def _candidate_tiles(self, target_tags: torch.Tensor, joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query, tile) pairs whose score bound reaches the query's achievable lower bound.
+
+        Queries are handled joint by joint so each joint's tile statistics broadcast over its
+        queries instead of being copied per query.
+        """
+        queries, tiles = [], []
+        for j in torch.unique(joint).tolist():
+            which = torch.nonzero(joint == j, as_tuple=True)[0]
+            t = target_tags[which]  # [Q, L]
+            hmax = self.tile_hmax[j]  # [T]
+            # Exact scores at each tile's peak: an achievable lower bound per query.
+            peak = hmax - self._rounded_distance(self.tile_peak_tags[j][None] - t[:, None, :])  # [Q, T]
+            lower = peak.max(dim=1, keepdim=True).values
+            # Lower bound of |tag - t| per component over each tile's tag box (0 inside it).
+            tt = t[:, :, None]  # [Q, L, 1]
+            gap = torch.clamp(self.tile_tmin[j][None] - tt, min=0) + torch.clamp(tt - self.tile_tmax[j][None], min=0)
+            upper = hmax - self._rounded_distance(gap.transpose(1, 2))  # [Q, T]
+            q, tile = torch.nonzero(upper >= lower, as_tuple=True)
+            queries.append(which[q])
+            tiles.append(tile)
+        return torch.cat(queries), torch.cat(tiles)
+
     def argmax(self, target_tags: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
         """Flat pixel index of the winner for each query (target tag `[L]`, joint index)."""
         k, h, w = self.shape
         n = target_tags.shape[0]
         if n == 0:
             return torch.zeros(0, dtype=torch.long, device=self.heatmaps.device)
-        t = target_tags[:, :, None]  # [M, L, 1]
-        # Lower bound of |tag - t| per component over each tile's tag box (0 if t is inside).
-        below = torch.clamp(self.tile_tmin[joint] - t, min=0)
-        above = torch.clamp(t - self.tile_tmax[joint], min=0)
-        r_low = self._rounded_distance((below + above).transpose(1, 2))  # [M, T]
-        tile_hmax = self.tile_hmax[joint]
-        upper = tile_hmax - r_low
-        # Exact scores at each tile's peak give an achievable lower bound per query.
-        arg = self.tile_arg[joint]  # [M, T]
-        peak_tags = self.flat_tags[joint[:, None], arg]  # [M, T, L]
-        peak_score = tile_hmax - self._rounded_distance(peak_tags - target_tags[:, None, :])
-        lower = peak_score.max(dim=1, keepdim=True).values  # [M, 1]
-        query, tile = torch.nonzero(upper >= lower, as_tuple=True)
+        query, tile = self._candidate_tiles(target_tags, joint)
         ty, tx = tile // self.tiles_x, tile % self.tiles_x
         ys = ty[:, None] * self.tile + self.offsets[0][None]
         xs = tx[:, None] * self.tile + self.offsets[1][None]

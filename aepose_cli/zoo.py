@@ -43,6 +43,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .errors import CheckpointError, ConfigError, DownloadError
+from .io.outputs import fsync_folder
 from .keypoints import AIC, COCO, MHP, KeypointSet
 
 DEFAULT_MODEL = "hrnet_w32_coco"
@@ -333,20 +334,6 @@ def _write_chunk(sink: BinaryIO, chunk: bytes, target: Path) -> None:
         raise DownloadError(f"{target.parent}: cannot write download ({exc.strerror or exc})") from None
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; not possible (nor needed) on every platform, hence best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _download(model: ZooModel, target: Path, progress: bool, opener: Opener) -> None:
     """Stream `model.url` to `target` via a same-directory temp file; nothing is left on failure."""
     try:
@@ -368,7 +355,7 @@ def _download(model: ZooModel, target: Path, progress: bool, opener: Opener) -> 
     finally:
         # BaseException included: Ctrl-C must not leave a .part file behind (it propagates as is).
         temp.unlink(missing_ok=True)
-    _fsync_directory(target.parent)
+    fsync_folder(target.parent)
     _write_sidecar(target, hexdigest)
 
 

@@ -117,7 +117,7 @@ def atomic_output(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     except BaseException:
         _remove_quietly(temp)
         raise
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -169,7 +169,7 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Persist the rename itself; best effort (not every platform can open a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
