@@ -211,7 +211,9 @@ def test_frames_match_opencv_on_msmpeg4():
 
 
 def test_bt709_tagged_video_is_converted_like_opencv(tmp_path):
-    """OpenCV ignores colour tags (always BT.601); so must we, or HD frames shift by ~15 levels."""
+    """Colour tags are ignored (always BT.601), as OpenCV 4.8 (the reference fixtures' version)
+    does; newer 4.x VideoCapture honours a BT.709 tag, so the check against BT.601 is made with
+    cvtColor (swscale and cvtColor round differently by a few levels; BT.709 is ~12 off)."""
     image = cv2.imread(str(DATA / "ultralytics-assets" / "bus.jpg"))[:320, :400]
     path = tmp_path / "bt709.mp4"
     with av.open(str(path), "w") as container:
@@ -223,7 +225,11 @@ def test_bt709_tagged_video_is_converted_like_opencv(tmp_path):
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     ours = decode_all(path)[0].image_bgr
-    assert np.array_equal(ours, opencv_frames(path, 1)[0])
+    bt601 = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), cv2.COLOR_YUV2BGR_I420)
+    off = np.abs(ours.astype(int) - bt601)
+    assert off.max() <= 3 and off.mean() < 1.2
+    if cv2.__version__.startswith("4.8."):
+        assert np.array_equal(ours, opencv_frames(path, 1)[0])
     assert np.abs(ours.astype(int) - image).mean() < 2
 
 

@@ -45,11 +45,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     data = _read_bytes(path)
     if data.size == 0:
         raise InputError(f"{path}: empty file")
+    # Checked before decoding: OpenCV 4.8 decodes a cut JPEG partially, newer 4.x refuse it;
+    # either way the user gets the same, precise reason.
+    if _is_truncated_jpeg(data):
+        raise InputError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"{path}: not an image or corrupt (OpenCV cannot decode it)")
-    if _is_truncated_jpeg(data):
-        raise InputError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
     return image
 
 
