@@ -390,7 +390,7 @@ class _ImageSink:
 @click.option("--out", "results_out", default=None, help="Results JSON to write (default: ANN.pose.json beside the annotations).")
 @click.option("--metrics-json", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the ten metrics as JSON here.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Only the first N images of the annotation file (a quick check).")
-@click.option("--allow-missing", is_flag=True, help="Skip images missing from --images with a warning instead of failing.")
+@click.option("--allow-missing", is_flag=True, help="Skip images missing from --images with a warning (and leave them out of the score) instead of failing.")
 @click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Resume an interrupted inference run.")
 @model_options
 def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, **opts) -> None:
@@ -416,7 +416,10 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
         timing = None
     else:
         config = _inference_config(opts, nms_default=None)
-        results_path, kps, timing = _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, config, opts, allow_missing, skip_existing)
+        results_path, kps, timing, evaluated = _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, config, opts, allow_missing, skip_existing)
+        if len(evaluated) < len(image_entries):
+            # Images skipped by --allow-missing are left out of the score, not counted as misses.
+            subset = _subset_annotations(ann, evaluated)
     metrics = evaluate_keypoints(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
     Console().print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
     if timing is not None:
@@ -507,7 +510,8 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     if times.failures and not allow_missing:
         raise InputError(f"{len(times.failures)} image(s) could not be processed; results are incomplete")
     timing = _stage_table(times, "image")
-    return results_path, kps, timing
+    failed = {key for key, _ in times.failures}
+    return results_path, kps, timing, {im["id"] for im, _ in present if im["file_name"] not in failed}
 
 
 # -- video -----------------------------------------------------------------------------------

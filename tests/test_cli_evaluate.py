@@ -175,3 +175,32 @@ def test_allow_missing_warns_and_continues(partial_images, tmp_path):
     ids = {r["image_id"] for r in load_json(results_path)}
     assert ids == {present_id}, describe(proc)
     assert "AP" in _printed_metrics(proc.stdout)
+
+
+def test_allow_missing_leaves_skipped_images_out_of_the_score(partial_images, tmp_path):
+    """Only the missing image has a medium-size person: counted as a miss, AP (M) would be 0;
+    left out, there is no medium GT at all and AP (M) is -1."""
+    folder, _, _ = partial_images
+    present_id, missing_id = (im["id"] for im in _first_images(2))
+    ann = json.loads(Path(MINI_VAL_ANN).read_text())
+    ann["images"] = [im for im in ann["images"] if im["id"] in (present_id, missing_id)]
+    kept = []
+    for a in ann["annotations"]:
+        if a["image_id"] == missing_id and a["num_keypoints"] > 0:
+            kept.append(dict(a, area=40.0**2))  # medium
+        elif a["image_id"] == present_id and a["area"] > 96.0**2:
+            kept.append(a)  # large only
+    ann["annotations"] = kept
+    ann_path = tmp_path / "ann.json"
+    ann_path.write_text(json.dumps(ann))
+    metrics_path = tmp_path / "m.json"
+    proc = run_cli(
+        "evaluate", "--ann", ann_path, "--images", folder, *FAST, "--allow-missing",
+        "--out", tmp_path / "r.json", "--metrics-json", metrics_path,
+    )
+    assert_ok(proc)
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["AP (M)"] == -1.0 and metrics["AR (M)"] == -1.0, metrics
+    proc = run_cli("evaluate", "--ann", ann_path, "--pred", tmp_path / "r.json", "--metrics-json", metrics_path)
+    assert_ok(proc)
+    assert json.loads(metrics_path.read_text())["AP (M)"] == 0.0  # the whole file counts the miss
