@@ -53,11 +53,12 @@ def peak_nms(heatmaps: torch.Tensor) -> torch.Tensor:
     """
     k, h, w = heatmaps.shape
     rows = F.max_pool1d(heatmaps.reshape(k * h, 1, w), NMS_KERNEL, 1, NMS_PADDING).reshape(k, h, w)
-    padded = F.pad(rows, (0, 0, NMS_PADDING, NMS_PADDING), value=-torch.inf)
-    pooled = torch.maximum(padded[:, 0:h], padded[:, 1:h + 1])
-    for shift in range(2, NMS_KERNEL):
-        torch.maximum(pooled, padded[:, shift:h + shift], out=pooled)
-    return heatmaps * torch.eq(pooled, heatmaps).float()
+    pooled = rows.clone()
+    for shift in range(1, NMS_PADDING + 1):  # rows i-2 .. i+2, in place (no padded copies)
+        torch.maximum(pooled[:, shift:], rows[:, :-shift], out=pooled[:, shift:])
+        torch.maximum(pooled[:, :-shift], rows[:, shift:], out=pooled[:, :-shift])
+    # mask * heat == heat * mask exactly (suppressed negatives stay -0.0, as in the reference).
+    return pooled.eq_(heatmaps).mul_(heatmaps)
 
 
 def top_k(heatmaps: torch.Tensor, tags: torch.Tensor, k: int) -> Candidates:
