@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     image = cv2.imread(str(CROWDED_IMAGE))
     config = InferenceConfig(scales=(1.0,), flip=True)
-    console = Console()
+    console = Console(width=140)
 
     w32 = full_size_model(32)
     engine = InferenceEngine(w32, COCO, config)

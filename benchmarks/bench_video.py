@@ -83,7 +83,7 @@ def throughput(args) -> None:
     for col in ("network-only fps", "end-to-end fps", "end-to-end / network-only", "frames in JSON"):
         table.add_column(col, justify="right")
     table.add_row(f"{args.frames / network_s:.3f}", f"{args.frames / e2e_s:.3f}", f"{100 * network_s / e2e_s:.1f}%", str(n_json))
-    Console().print(table)
+    Console(width=140).print(table)
 
 
 def _draw():
@@ -121,7 +121,7 @@ def memory(args) -> None:
     for r in rows:
         table.add_row(str(r[0]), str(r[1]), f"{r[2]:.0f}", f"{r[3]:.0f}")
     table.add_row("400 vs 100", "", f"{100 * (rows[1][2] / rows[0][2] - 1):+.1f}%", "")
-    Console().print(table)
+    Console(width=140).print(table)
 
 
 def main() -> None:
