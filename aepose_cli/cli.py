@@ -378,9 +378,6 @@ class _ImageSink:
         if self.writer is not None:
             self.writer.add(result, file_name=self.file_names[item.key], image_id=item.index + 1, key=item.key)
 
-    def fail(self, item, error) -> None:
-        pass
-
 
 # -- evaluate --------------------------------------------------------------------------------
 @cli.command()
@@ -493,9 +490,6 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     class _ResultsSink:
         def write(self, item, image, result, times):
             writer.add(result, file_name=item.key, image_id=item.extra, key=item.key)
-
-        def fail(self, item, error):
-            pass
 
     try:
         with _progress("img", enabled=len(todo) > 1) as progress:

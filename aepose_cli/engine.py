@@ -120,13 +120,10 @@ class InferenceEngine:
             for pos, i in enumerate(members):
                 outs = [o[pos] for o in per_scale_outputs]
                 outs_flip = [o[n + pos] for o in per_scale_outputs] if self.config.flip else None
-                maps, raw = self._aggregate(prepared[i][0], outs, outs_flip)
+                maps, raw = aggregate_outputs(prepared[i][0], outs, outs_flip, self.flip_index)
                 results[i] = maps
                 raws[i] = raw
         return (results, raws) if keep_raw else results
-
-    def _aggregate(self, geometry: ImageGeometry, outs: list[torch.Tensor], outs_flip: list[torch.Tensor] | None):
-        return aggregate_outputs(geometry, outs, outs_flip, self.flip_index)
 
 
 def aggregate_outputs(

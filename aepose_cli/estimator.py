@@ -117,18 +117,23 @@ class PoseEstimator:
         t2 = time.perf_counter()
         results = []
         n = max(len(arrays), 1)
-        for i, (arr, maps) in enumerate(zip(arrays, all_maps)):
-            g0 = time.perf_counter()
-            poses = self.poses_from_maps(maps)
-            timings = {
-                "preprocess": (t1 - t0) / n,
-                "network": (t2 - t1) / n,
-                "grouping": time.perf_counter() - g0,
-            }
+        for i, maps in enumerate(all_maps):
             source = str(images[i]) if not isinstance(images[i], np.ndarray) else ""
-            h, w = arr.shape[:2]
-            results.append(FrameResult(first_index + i, (w, h), poses, source=source, timings=timings))
+            result = self.result_from_maps(maps, first_index + i, source=source)
+            result.timings.update(preprocess=(t1 - t0) / n, network=(t2 - t1) / n)
+            results.append(result)
         return results
+
+    def result_from_maps(
+        self, maps: AggregatedMaps, index: int, *, source: str = "", timestamp: float | None = None
+    ) -> FrameResult:
+        """One frame's result from its aggregated maps, with the grouping time."""
+        t0 = time.perf_counter()
+        poses = self.poses_from_maps(maps)
+        return FrameResult(
+            index, maps.geometry.image_wh, poses, source=source, timestamp=timestamp,
+            timings={"grouping": time.perf_counter() - t0},
+        )
 
 
 def _as_bgr(image: "np.ndarray | str | Path") -> np.ndarray:

@@ -168,7 +168,7 @@ REFINE_TILE = 8
 
 def _mean_tags(joints: np.ndarray, tags: torch.Tensor) -> np.ndarray:
     """Each person's mean tag over its detected joints, float32 as numpy's mean gives it."""
-    num_joints, h, w, tag_dim = tags.shape
+    _, h, w, tag_dim = tags.shape
     people, joint_ids = np.nonzero(joints[:, :, 2] > 0)
     xs = np.clip(joints[people, joint_ids, 0].astype(np.int64), 0, w - 1)
     ys = np.clip(joints[people, joint_ids, 1].astype(np.int64), 0, h - 1)
@@ -231,7 +231,6 @@ class RefineSearch:
         self, heatmaps: torch.Tensor, tags: torch.Tensor, tags_lowres: torch.Tensor | None = None, tile: int = REFINE_TILE
     ) -> None:
         self.heatmaps = heatmaps
-        self.tags = tags
         self.tile = tile
         k, h, w = heatmaps.shape
         self.shape = (k, h, w)

@@ -55,8 +55,6 @@ class Sink(Protocol):
 
     def write(self, item: WorkItem, image: np.ndarray, result: FrameResult, times: StageTimes) -> None: ...
 
-    def fail(self, item: WorkItem, error: BaseException) -> None: ...
-
 
 @dataclass
 class _Prepared:
@@ -117,16 +115,15 @@ def run_pipeline(
                 if entry is _DONE:
                     return
                 prep, future = entry
-                if prep.error is not None:
-                    times.failures.append((prep.item.key, str(prep.error)))
-                    sink.fail(prep.item, prep.error)
-                else:
+                error = prep.error
+                if error is None:
                     try:
                         result: FrameResult = future.result()
                     except AeposeError as exc:
-                        times.failures.append((prep.item.key, str(exc)))
-                        sink.fail(prep.item, exc)
-                        continue
+                        error = exc
+                if error is not None:
+                    times.failures.append((prep.item.key, str(error)))
+                else:
                     times.add("grouping", result.timings.get("grouping", 0.0))
                     sink.write(prep.item, prep.image, result, times)
                 times.items += 1
@@ -154,7 +151,10 @@ def run_pipeline(
             for prep in batch:
                 future: Future | None = None
                 if prep.error is None:
-                    future = pool.submit(_group, estimator, prep, next(maps_iter))
+                    future = pool.submit(
+                        estimator.result_from_maps, next(maps_iter), prep.item.index,
+                        source=prep.item.key, timestamp=prep.item.timestamp,
+                    )
                 _put(written_q, (prep, future), stop)
             if stop.is_set():
                 break
@@ -172,20 +172,6 @@ def run_pipeline(
     if errors:
         raise errors[0]
     return times
-
-
-def _group(estimator: PoseEstimator, prep: _Prepared, maps) -> FrameResult:
-    t0 = time.perf_counter()
-    poses = estimator.poses_from_maps(maps)
-    h, w = prep.image.shape[:2]
-    return FrameResult(
-        index=prep.item.index,
-        image_size=(w, h),
-        poses=poses,
-        source=prep.item.key,
-        timestamp=prep.item.timestamp,
-        timings={"grouping": time.perf_counter() - t0},
-    )
 
 
 def _batches(q: queue.Queue, size: int, stop: threading.Event) -> Iterator[list[_Prepared]]:

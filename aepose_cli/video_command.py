@@ -161,6 +161,3 @@ class _FrameSink:
             self.coco.add(result, file_name=f"{self.stem}_{item.index:06d}.jpg", image_id=item.index + 1, key=item.key)
         if self.lines is not None:
             self.lines.add(result)
-
-    def fail(self, item, error) -> None:
-        pass
