@@ -15,11 +15,11 @@ import numpy as np
 from .config import InferenceConfig
 from .engine import AggregatedMaps, InferenceEngine
 from .errors import CheckpointError
-from .evaluate import oks_nms
 from .grouping import group, poses_from
 from .io.sources import read_image
 from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
 from .model import AENet, build_from_checkpoint
+from .oks import oks_nms
 from .types import FrameResult, Pose
 from .zoo import ZooModel, resolve_checkpoint
 

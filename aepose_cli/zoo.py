@@ -29,18 +29,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
 from .errors import CheckpointError, ConfigError, DownloadError
 from .io.outputs import fsync_folder
@@ -282,6 +274,10 @@ def _progress_bar(enabled: bool, label: str, total: int | None) -> Iterator[Call
     if not enabled:
         yield lambda nbytes: None
         return
+    # rich is imported here, not at module level: the library must not load it on import.
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -411,6 +407,8 @@ def resolve_checkpoint(
 
 def models_table(cache: Path | None = None) -> Table:
     """The zoo as a rich table: keypoints, width, published AP, whether (and where) it is cached."""
+    from rich.table import Table
+
     table = Table(title="aepose model zoo (AP: published val, flip test)")
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("keypoints", no_wrap=True)
