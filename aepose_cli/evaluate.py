@@ -186,6 +186,18 @@ def _read_json(source: Any, what: str) -> tuple[Any, str]:
         raise AnnotationError(f"{name}: {what} file is not valid JSON ({err})") from err
 
 
+def load_annotations(path: str | Path) -> dict:
+    """A COCO annotation file as a dict, checked to have 'images' and 'annotations' lists.
+
+    The CLI reads the file once with this (to pick images and count joints) and hands the dict
+    to `evaluate_keypoints`, which checks the keypoints themselves.
+    """
+    data, name = _read_json(path, "annotations")
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise AnnotationError(f"{name}: not a COCO annotation file (needs 'images' and 'annotations')")
+    return data
+
+
 def _load_dataset(source: Any) -> _Dataset:
     """Read a COCO keypoint dataset; check it has images, categories and keypoints."""
     data, name = _read_json(source, "annotations")

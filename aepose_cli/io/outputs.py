@@ -491,6 +491,11 @@ class CocoJsonWriter:
             self._log.close()
             self._closed = True
 
+    def discard(self) -> None:
+        """Stop and delete the journal: nothing of this run is kept (nor resumable)."""
+        self.abort()
+        self.journal_path.unlink(missing_ok=True)
+
     def __enter__(self) -> "CocoJsonWriter":
         return self
 

@@ -137,6 +137,19 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def source_kind(source: str | int | os.PathLike[str]) -> str:
+    """'webcam' (an index that is not an existing file), 'url' (a stream scheme) or 'file'.
+
+    The one test of what a video argument names: the decoder opens it by this, and the video
+    command picks default output names and folders by it.
+    """
+    if _is_webcam(source):
+        return "webcam"
+    if isinstance(source, str) and _is_url(source):
+        return "url"
+    return "file"
+
+
 def _is_webcam(source: str | int | os.PathLike[str]) -> bool:
     if isinstance(source, bool):
         return False
