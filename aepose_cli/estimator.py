@@ -57,8 +57,9 @@ class PoseEstimator:
     >>> poses = est.predict("photo.jpg")                                    # doctest: +SKIP
 
     `model` names a zoo model (downloaded and cached on first use); `checkpoint` loads a local
-    file and never touches the network. Any other keyword overrides a field of
-    `InferenceConfig` (e.g. `pose_nms=None`, `refine=False`, `precision="fp16"`).
+    file and never touches the network. `config` is a whole `InferenceConfig`; `device`,
+    `scales`, `flip` and any other keyword naming a field of it (e.g. `pose_nms=None`,
+    `refine=False`, `precision="fp16"`) override that field, of `config` when one is given.
     """
 
     def __init__(
@@ -66,18 +67,21 @@ class PoseEstimator:
         model: str | None = None,
         checkpoint: str | Path | None = None,
         *,
-        device: str = "cpu",
-        scales: Sequence[float] = (1.0,),
-        flip: bool = True,
+        device: str | None = None,
+        scales: Sequence[float] | None = None,
+        flip: bool | None = None,
         keypoints: str | KeypointSet | None = None,
         config: InferenceConfig | None = None,
         progress: bool = True,
         **overrides,
     ) -> None:
-        if config is None:
-            config = InferenceConfig(scales=tuple(float(s) for s in scales), flip=flip, device=device, **overrides)
-        elif overrides:
-            config = replace(config, **overrides)
+        if device is not None:
+            overrides["device"] = device
+        if scales is not None:
+            overrides["scales"] = tuple(float(s) for s in scales)
+        if flip is not None:
+            overrides["flip"] = flip
+        config = replace(config, **overrides) if config is not None else InferenceConfig(**overrides)
         self.config = config
         net, self.keypoints, self.zoo_model = load_model(model, checkpoint, keypoints, progress=progress)
         self.engine = InferenceEngine(net, self.keypoints, config)
