@@ -17,10 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA = SHARED / "data"
-GOLDEN = SHARED / "golden"
-TINY_CHECKPOINT = GOLDEN / "checkpoints" / "ae_hrnet_tiny_coco_seed0.pth"
+from paths import DATA, GOLDEN, SHARED, TINY_CHECKPOINT  # noqa: F401
 
 COCO_IMAGES = DATA / "mmpose-testdata" / "coco"
 ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_one_line_error, run_cli
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 FAST_WITHOUT_MODEL = FAST[2:]  # the fast options minus --checkpoint
 

@@ -26,6 +26,9 @@ from cli_helpers import (
     load_json,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 GOLDEN_RESULTS = GOLDEN / "grouping" / "results.json"
 GOLDEN_METRICS = GOLDEN / "grouping" / "metrics.json"

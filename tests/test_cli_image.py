@@ -29,6 +29,9 @@ from cli_helpers import (
     poses_by_image,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 SMALL_PHOTO = COCO_IMAGES / "000000040083.jpg"  # 500x333, people
 KPT_THR = 0.1

@@ -33,6 +33,9 @@ from cli_helpers import (
     poses_by_image,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 NTSC_CLIP = DATA / "mmaction2-videos" / "test_video_structuralize.mp4"  # 426x240, 30000/1001 fps
 MMACTION_DEMO = DATA / "mmaction2-videos" / "demo.mp4"  # 340x256, 28 fps

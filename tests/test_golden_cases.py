@@ -20,7 +20,10 @@ from aepose_cli.grouping import adjust, group, match_by_tag, person_scores, pose
 from aepose_cli.keypoints import COCO
 from aepose_cli.model import build_from_checkpoint
 
-from conftest import GOLDEN, SHARED, TINY_CHECKPOINT
+from paths import GOLDEN, SHARED, TINY_CHECKPOINT, require_shared
+
+require_shared()
+pytestmark = pytest.mark.slow
 
 CASE_FILES = sorted((GOLDEN / "cases").glob("*/*.json"))
 

@@ -31,7 +31,7 @@ from aepose_cli.io.sources import read_image
 from aepose_cli.keypoints import COCO, MHP
 from aepose_cli.types import FrameResult, Pose
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from paths import SHARED, needs_shared  # noqa: E402
 
 
 # -- resolve_output ---------------------------------------------------------------------------
@@ -109,6 +109,7 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert target.stat().st_mode == reference.stat().st_mode
 
 
+@needs_shared
 def test_write_image_by_extension(tmp_path):
     image = read_image(SHARED / "data/ultralytics-assets/zidane.jpg")
     png = tmp_path / "out" / "z.pose.png"
@@ -206,6 +207,7 @@ def test_visibility_uses_the_drawing_threshold_rule():
     assert ann["keypoints"][2::3] == [2] + [0] * 16
 
 
+@needs_shared
 def test_results_json_loads_with_loadres_and_evaluates(tmp_path):
     """Results style: feed the ground truth back as predictions and get AP 1.0."""
     gt_path = SHARED / "data/mmpose-testdata/coco/test_coco.json"
