@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import SHARED, TINY_CHECKPOINT, full_size_model  # noqa: E402
+from _common import SHARED, TINY_CHECKPOINT, full_size_model  # noqa: E402
 
 VIDEO = SHARED / "data" / "opencv-vtest" / "vtest.avi"
 
