@@ -25,7 +25,7 @@ def _parse_scales(_ctx, _param, value: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(v) for v in value.replace(" ", "").split(",") if v)
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers such as 2,1,0.5, got {value!r}")
+        raise click.BadParameter(f"expected comma-separated numbers such as 2,1,0.5, got {value!r}") from None
     if not scales:
         raise click.BadParameter("at least one scale is needed")
     return scales

@@ -6,9 +6,9 @@ which command runs it; the CLI and the video pipeline call the same methods.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class PoseEstimator:
         self.engine = InferenceEngine(net, self.keypoints, config)
 
     # -- stages ----------------------------------------------------------------------------
-    def maps(self, image: "np.ndarray | str | Path") -> AggregatedMaps:
+    def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:
         """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""
         return self.engine.infer([_as_bgr(image)])[0]
 
@@ -106,11 +106,11 @@ class PoseEstimator:
         return [poses[i] for i in keep]
 
     # -- whole images ----------------------------------------------------------------------
-    def predict(self, image: "np.ndarray | str | Path") -> list[Pose]:
+    def predict(self, image: np.ndarray | str | Path) -> list[Pose]:
         """People in one image (a BGR array as OpenCV gives it, or a file path)."""
         return self.predict_batch([image])[0].poses
 
-    def predict_batch(self, images: Sequence["np.ndarray | str | Path"], first_index: int = 0) -> list[FrameResult]:
+    def predict_batch(self, images: Sequence[np.ndarray | str | Path], first_index: int = 0) -> list[FrameResult]:
         """Results for several images; images of equal size share network batches."""
         arrays = [_as_bgr(img) for img in images]
         t0 = time.perf_counter()
@@ -140,7 +140,7 @@ class PoseEstimator:
         )
 
 
-def _as_bgr(image: "np.ndarray | str | Path") -> np.ndarray:
+def _as_bgr(image: np.ndarray | str | Path) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)

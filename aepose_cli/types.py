@@ -30,7 +30,7 @@ class Pose:
         _, _, w, h = self.bbox
         return w * h
 
-    def with_track_id(self, track_id: int | None) -> "Pose":
+    def with_track_id(self, track_id: int | None) -> Pose:
         return replace(self, track_id=track_id)
 
 

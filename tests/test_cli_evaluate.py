@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aepose_cli.estimator import PoseEstimator
+
 from cli_helpers import (
     FAST,
     GOLDEN,

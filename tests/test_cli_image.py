@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 
 from aepose_cli.estimator import PoseEstimator
 from aepose_cli.keypoints import COCO as COCO_KEYPOINTS
+
 from cli_helpers import (
     COCO_IMAGES,
     FAST,

@@ -21,6 +21,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from aepose_cli.io.video import VideoSource
+
 from cli_helpers import (
     DATA,
     FAST,

@@ -10,8 +10,8 @@ import pytest
 
 from aepose_cli import Pose, PoseEstimator
 from aepose_cli.errors import CheckpointError, ConfigError, InputError
-from aepose_cli.oks import oks_nms
 from aepose_cli.keypoints import COCO
+from aepose_cli.oks import oks_nms
 
 from paths import DATA, GOLDEN, TINY_CHECKPOINT, needs_shared
 

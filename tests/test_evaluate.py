@@ -20,6 +20,7 @@ from aepose_cli.evaluate import METRIC_NAMES, evaluate_keypoints, metrics_table,
 from aepose_cli.keypoints import AIC, COCO
 
 from paths import SHARED, needs_shared  # noqa: E402
+
 EVAL_INDEX = SHARED / "golden" / "eval" / "index.json"
 MINI_ANNOTATIONS = (
     SHARED / "data" / "coco-mini-val2017" / "annotations" / "person_keypoints_val2017.json"

@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import tracemalloc
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,7 +31,6 @@ from aepose_cli.keypoints import COCO, MHP
 from aepose_cli.types import FrameResult, Pose
 
 from paths import SHARED, needs_shared  # noqa: E402
-
 
 # -- resolve_output ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from aepose_cli.errors import ConfigError, InputError
 from aepose_cli.io.sources import global_index, list_images, parse_shard, read_image
 
 from paths import SHARED, needs_shared  # noqa: E402
+
 BUS = SHARED / "data/ultralytics-assets/bus.jpg"
 ZIDANE = SHARED / "data/ultralytics-assets/zidane.jpg"
 

@@ -22,6 +22,7 @@ from aepose_cli.errors import ConfigError, InputError
 from aepose_cli.io.video import DecodedFrame, VideoSink, VideoSource, probe
 
 from paths import SHARED, needs_shared  # noqa: E402
+
 DATA = SHARED / "data"
 VTEST = DATA / "opencv-vtest" / "vtest.avi"
 MMACTION_DEMO = DATA / "mmaction2-videos" / "demo.mp4"

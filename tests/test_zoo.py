@@ -261,7 +261,7 @@ def test_wrong_or_replaced_cached_file_is_caught(tmp_path):
     "error",
     [
         ConnectionResetError(104, "Connection reset by peer"),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
         http.client.IncompleteRead(b"partial", 1000),
     ],
     ids=["reset", "timeout", "incomplete-read"],
@@ -307,7 +307,7 @@ def test_connection_closed_early_is_caught_by_content_length(tmp_path):
     [
         urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")),
         urllib.error.HTTPError("https://x", 404, "Not Found", {}, None),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
     ],
     ids=["offline", "http-404", "connect-timeout"],
 )

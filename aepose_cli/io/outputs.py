@@ -496,7 +496,7 @@ class CocoJsonWriter:
         self.abort()
         self.journal_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "CocoJsonWriter":
+    def __enter__(self) -> CocoJsonWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -688,7 +688,7 @@ class JsonLinesWriter:
         else:
             self._log.close()
 
-    def __enter__(self) -> "JsonLinesWriter":
+    def __enter__(self) -> JsonLinesWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

@@ -20,7 +20,7 @@ class AENetSpec:
     num_joints: int
 
     @classmethod
-    def official(cls, width: int, num_joints: int) -> "AENetSpec":
+    def official(cls, width: int, num_joints: int) -> AENetSpec:
         return cls(HRNetSpec.official(width), num_joints)
 
 

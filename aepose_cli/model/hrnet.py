@@ -99,7 +99,7 @@ class HRNetSpec:
     stages: tuple[StageSpec, ...]  # stages 2, 3, 4
 
     @classmethod
-    def official(cls, width: int) -> "HRNetSpec":
+    def official(cls, width: int) -> HRNetSpec:
         """The published w32/w48 layout: widths [W, 2W, 4W, 8W], 1/4/3 modules, 4 blocks."""
         c = (width, 2 * width, 4 * width, 8 * width)
         return cls(
@@ -118,7 +118,7 @@ class HRNetSpec:
         return self.stages[-1].channels[0]
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "backbone.") -> "HRNetSpec":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "backbone.") -> HRNetSpec:
         """Read the architecture back from tensor names and shapes.
 
         Raises KeyError/ValueError when the tensors do not form an HRNet; the caller turns that
