@@ -15,7 +15,7 @@ import click
 from . import __version__
 from .config import PRECISIONS, DrawConfig, InferenceConfig
 from .errors import AeposeError, ConfigError
-from .io.outputs import JSON_STYLES
+from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
 from .keypoints import KEYPOINT_SETS
 

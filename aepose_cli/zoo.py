@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 from .errors import CheckpointError, ConfigError, DownloadError
-from .io.outputs import fsync_folder
+from .io.atomic import fsync_folder
 from .keypoints import AIC, COCO, MHP, KeypointSet
 
 DEFAULT_MODEL = "hrnet_w32_coco"

@@ -44,7 +44,7 @@ def throughput(args) -> None:
 
     from aepose_cli.commands.video import VideoOptions, run_video
     from aepose_cli.estimator import PoseEstimator
-    from aepose_cli.io.video import VideoSource
+    from aepose_cli.io.decode import VideoSource
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from aepose_cli.io.video import VideoSource
+from aepose_cli.io.decode import VideoSource
 
 from cli_helpers import (
     DATA,

@@ -13,19 +13,10 @@ from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
 from aepose_cli.errors import ConfigError
-from aepose_cli.io.outputs import (
-    CocoJsonWriter,
-    JsonLinesWriter,
-    atomic_output,
-    atomic_write_bytes,
-    atomic_write_text,
-    dataset_annotation,
-    is_complete,
-    journal_path,
-    resolve_output,
-    write_coco_json,
-    write_image,
-)
+from aepose_cli.io.atomic import atomic_output, atomic_write_bytes, atomic_write_text, write_image
+from aepose_cli.io.coco_json import CocoJsonWriter, dataset_annotation, is_complete, journal_path, write_coco_json
+from aepose_cli.io.jsonlines import JsonLinesWriter
+from aepose_cli.io.output_paths import resolve_output
 from aepose_cli.io.sources import read_image
 from aepose_cli.keypoints import COCO, MHP
 from aepose_cli.types import FrameResult, Pose

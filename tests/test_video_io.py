@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from aepose_cli.errors import ConfigError, InputError
-from aepose_cli.io.video import DecodedFrame, VideoSink, VideoSource, probe
+from aepose_cli.io.decode import DecodedFrame, VideoSource, probe
+from aepose_cli.io.encode import VideoSink
 
 from paths import SHARED, needs_shared  # noqa: E402
 

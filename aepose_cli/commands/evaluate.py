@@ -47,7 +47,7 @@ def run_evaluate(
     if timing is not None:
         out_console.print(timing)
     if metrics_json is not None:
-        from ..io.outputs import atomic_write_text
+        from ..io.atomic import atomic_write_text
 
         atomic_write_text(metrics_json, json.dumps(metrics, indent=2) + "\n")
         err_console.print(f"wrote {metrics_json}")
@@ -73,7 +73,8 @@ def _subset_annotations(ann: dict, image_ids: set) -> dict:
 
 
 def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing):
-    from ..io.outputs import CocoJsonWriter, resolve_output
+    from ..io.coco_json import CocoJsonWriter
+    from ..io.output_paths import resolve_output
     from ..io.sources import read_image
     from ..pipeline import WorkItem, run_pipeline
 

@@ -25,7 +25,7 @@ def run_image(
     model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig,
 ) -> None:
     """One or more image files; `out`/`json_out` False turns that output off."""
-    from ..io.outputs import resolve_output
+    from ..io.output_paths import resolve_output
 
     if out and len(images) > 1 and not (out.endswith(("/", os.sep)) or Path(out).is_dir()):
         raise ConfigError(f"--out {out}: several images need a folder (end it with '/')")
@@ -63,7 +63,8 @@ def run_folder(
     model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig,
 ) -> None:
     """Every image of a folder (streamed, resumable, shardable)."""
-    from ..io.outputs import is_complete, resolve_output
+    from ..io.coco_json import is_complete
+    from ..io.output_paths import resolve_output
     from ..io.sources import global_index, list_images, parse_shard
 
     shard_spec = parse_shard(shard) if shard else None
@@ -111,7 +112,7 @@ def _run_images(entries, targets, json_path, json_style, model, config, draw_cfg
     The JSON writer's own `__exit__` decides: assembled on success, journal kept (resumable)
     on any failure or interrupt.
     """
-    from ..io.outputs import CocoJsonWriter
+    from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
     from ..pipeline import WorkItem, run_pipeline
 
@@ -161,7 +162,7 @@ class _ImageSink:
         self.file_names = file_names
 
     def write(self, item, image, result) -> None:
-        from ..io.outputs import write_image
+        from ..io.atomic import write_image
 
         target = self.targets.get(item.key)
         if target is not None:

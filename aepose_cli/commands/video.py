@@ -14,8 +14,11 @@ from ..config import DrawConfig
 from ..console import err_console, progress, report_failures, stage_table
 from ..errors import InputError
 from ..estimator import PoseEstimator
-from ..io.outputs import CocoJsonWriter, JsonLinesWriter, OutputFlag, resolve_output
-from ..io.video import VideoSink, VideoSource, source_kind
+from ..io.coco_json import CocoJsonWriter
+from ..io.decode import VideoSource, source_kind
+from ..io.encode import VideoSink
+from ..io.jsonlines import JsonLinesWriter
+from ..io.output_paths import OutputFlag, resolve_output
 from ..pipeline import WorkItem, run_pipeline
 from .common import draw_and_write
 
