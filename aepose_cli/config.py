@@ -52,11 +52,6 @@ class InferenceConfig:
         if self.pose_nms is not None and not 0 < self.pose_nms <= 1:
             raise ConfigError("--pose-nms must be in (0, 1]")
 
-    @property
-    def scales_descending(self) -> tuple[float, ...]:
-        """Scales in the order the reference runs and averages them."""
-        return tuple(sorted(self.scales, reverse=True))
-
 
 @dataclass(frozen=True)
 class DrawConfig:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from aepose_cli.errors import ConfigError, InputError
-from aepose_cli.io.decode import DecodedFrame, VideoSource, probe
+from aepose_cli.io.decode import DecodedFrame, VideoSource
 from aepose_cli.io.encode import VideoSink
 
 from paths import SHARED, needs_shared  # noqa: E402
@@ -244,8 +244,9 @@ def test_bt709_tagged_video_is_converted_like_opencv(tmp_path):
 
 
 @needs_shared
-def test_probe_summarises_a_file():
-    summary = probe(MMACTION_2997)
+def test_info_summarises_a_file():
+    with VideoSource(MMACTION_2997) as source:
+        summary = source.info.as_dict()
     assert summary["rate"] == "30000/1001" and summary["frame_count"] == 300
     assert summary["width"] == 426 and summary["height"] == 240
     assert summary["duration_s"] == pytest.approx(10.01, abs=1e-3)

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..keypoints import KeypointSet
 from ..types import FrameResult, Pose
 from .atomic import atomic_output
-from .jsonlines import LineLog, dumps, iter_records, open_resumable
+from .jsonlines import LineLog, dumps, iter_records, open_resumable, track_fields
 
 JSON_STYLES: tuple[str, ...] = ("dataset", "results")
 PERSON_CATEGORY_ID = 1
@@ -93,8 +93,7 @@ def dataset_annotation(
         "area": bbox[2] * bbox[3],
         "iscrowd": 0,
     }
-    if pose.track_id is not None:
-        record["track_id"] = int(pose.track_id)
+    record.update(track_fields(pose))
     return record
 
 
@@ -107,15 +106,13 @@ def results_annotation(image_id: int, pose: Pose) -> dict[str, Any]:
         "score": float(pose.score),
         "bbox": list(pose.bbox),
     }
-    if pose.track_id is not None:
-        record["track_id"] = int(pose.track_id)
+    record.update(track_fields(pose))
     return record
 
 
 def _pose_to_journal(pose: Pose) -> dict[str, Any]:
     entry: dict[str, Any] = {"keypoints": flat_keypoints(pose), "score": float(pose.score)}
-    if pose.track_id is not None:
-        entry["track_id"] = int(pose.track_id)
+    entry.update(track_fields(pose))
     return entry
 
 
@@ -340,22 +337,3 @@ def _write_items(handle: IO[str], items: Iterator[dict[str, Any]]) -> None:
     for item in items:
         handle.write(separator + dumps(item))
         separator = ",\n"
-
-
-def write_coco_json(
-    path: str | os.PathLike[str],
-    frames: list[tuple[FrameResult, str]],
-    keypoints: KeypointSet,
-    kpt_thr: float,
-    style: str = "dataset",
-) -> Path:
-    """Write a small, in-memory run in one go: `frames` = [(frame, file_name), ...]."""
-    writer = CocoJsonWriter(path, style, keypoints, kpt_thr)
-    try:
-        for frame, file_name in frames:
-            writer.add(frame, file_name=file_name)
-    except BaseException:
-        writer.abort()
-        journal_path(path).unlink(missing_ok=True)
-        raise
-    return writer.close()

@@ -275,7 +275,6 @@ class VideoSource:
         self.error: str | None = None
         self.broken_at: int | None = None
         self.skipped_packets = 0
-        self.frames_decoded = 0
         self._iterated = False
 
         self._container, self._name, self._kind, self._path = _open_container(source, timeout_s)
@@ -416,7 +415,6 @@ class VideoSource:
             pts = self._pts_of(raw, index, last_pts)
             last_pts = pts
             timestamp_s = float((pts - self._start_pts) * self._time_base)
-            self.frames_decoded = index + 1
             if self.end_s is not None and timestamp_s >= self.end_s:
                 return  # the end is a choice, not a break: no truncation check
             if self.start_s is None or timestamp_s >= self.start_s - 1e-9:
@@ -474,10 +472,6 @@ class VideoSource:
         return self.info.time_base
 
     @property
-    def duration_s(self) -> float | None:
-        return self.info.duration_s
-
-    @property
     def frame_count(self) -> int | None:
         return self.info.frame_count
 
@@ -497,9 +491,3 @@ class VideoSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def probe(source: str | int | os.PathLike[str], timeout_s: float = 5.0) -> dict[str, Any]:
-    """Summary of a video (size, rate, duration, rotation, audio...) as a plain dict."""
-    with VideoSource(source, timeout_s=timeout_s) as video:
-        return video.info.as_dict()

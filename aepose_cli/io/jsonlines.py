@@ -16,7 +16,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 
-from ..types import FrameResult
+from ..types import FrameResult, Pose
 
 T = TypeVar("T")
 
@@ -120,6 +120,11 @@ def open_resumable(
 # JSON lines
 
 
+def track_fields(pose: Pose) -> dict[str, int]:
+    """`{"track_id": N}` for a tracked pose, `{}` otherwise: how every output file carries ids."""
+    return {} if pose.track_id is None else {"track_id": int(pose.track_id)}
+
+
 def frame_to_json(frame: FrameResult) -> dict[str, Any]:
     """One frame as a JSON-lines record: keypoints as [[x, y, score], ...] per person."""
     width, height = frame.image_size
@@ -130,8 +135,7 @@ def frame_to_json(frame: FrameResult) -> dict[str, Any]:
             "score": float(pose.score),
             "bbox": list(pose.bbox),
         }
-        if pose.track_id is not None:
-            entry["track_id"] = int(pose.track_id)
+        entry.update(track_fields(pose))
         poses.append(entry)
     return {
         "index": int(frame.index),
@@ -147,39 +151,29 @@ def frame_to_json(frame: FrameResult) -> dict[str, Any]:
 class JsonLinesWriter:
     """`--jsonl`: one JSON line per frame, flushed as it is written so others can follow it live.
 
-    `path` '-' writes to standard output. The file is written in place (a crash leaves complete
-    lines and at most one torn last line, which `resume=True` cuts off before appending);
-    `finished_sources()` returns the `source` of every complete line when resuming.
+    `path` '-' writes to standard output. The file is written in place, from scratch; a crash
+    leaves complete lines and at most one torn last line.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        resume: bool = False,
         fsync_every: int = 100,
         fsync_seconds: float = 5.0,
     ) -> None:
         self.path = None if os.fspath(path) == "-" else Path(path)
-        self._sources: set[str] = set()
         if self.path is None:
             handle: IO[str] = sys.stdout
         else:
-            handle, sources = open_resumable(
-                self.path, resume, lambda record: str(record.get("source", ""))
-            )
-            self._sources = set(sources)
+            handle, _ = open_resumable(self.path, False, lambda record: None)
         self._log = LineLog(handle, fsync_every=fsync_every, fsync_seconds=fsync_seconds)
         self._closed = False
-
-    def finished_sources(self) -> frozenset[str]:
-        return frozenset(self._sources)
 
     def add(self, frame: FrameResult) -> None:
         if self._closed:
             raise RuntimeError("JsonLinesWriter is closed")
         self._log.append(frame_to_json(frame))
-        self._sources.add(frame.source)
 
     def close(self) -> None:
         if self._closed:

@@ -10,7 +10,6 @@ class AEHead(nn.Module):
 
     def __init__(self, in_channels: int, num_joints: int) -> None:
         super().__init__()
-        self.num_joints = num_joints
         self.final_layer = nn.Conv2d(in_channels, 2 * num_joints, kernel_size=1, bias=True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
