@@ -37,7 +37,7 @@ def model_options(func):
         click.option("--model", "model_name", default=None, help="Zoo model to use (see `aepose models`); default hrnet_w32_coco."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout); never touches the network."),
         click.option("--keypoints", type=click.Choice(list(KEYPOINT_SETS)), default=None, help="Keypoint set of the checkpoint; default chosen by its number of joints."),
-        click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, or auto (CUDA when available)."),
+        click.option("--device", default="auto", show_default=True, help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs."),
         click.option("--scales", default="1", show_default=True, callback=_parse_scales, help="Test scales, e.g. 2,1,0.5 for multi-scale testing."),
         click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (average with the mirrored image)."),
@@ -123,19 +123,24 @@ def cli() -> None:
 
 
 @cli.command()
-def models() -> None:
+@click.option("--urls", is_flag=True, help="Also show each model's download URL and cache path.")
+@click.option("--download", "download", metavar="NAME", default=None, help="Fetch this model into the cache (for offline machines) and print its path.")
+def models(urls, download) -> None:
     """List the published models, their COCO/AIC/MHP AP and whether they are cached."""
-    from .commands.models import run_models
+    from .commands.models import run_download, run_models
 
-    run_models()
+    if download is not None:
+        run_download(download)
+    else:
+        run_models(urls=urls)
 
 
 # -- image and folder ----------------------------------------------------------------------
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out", default=None, help="Annotated image file, or a folder for them (default: IMG.pose.jpg next to each input).")
+@click.option("--out", "out", default=None, help="Annotated image file, or a folder for them and the JSON (default: IMG.pose.jpg next to each input).")
 @click.option("--no-images", is_flag=True, help="Do not write annotated images.")
-@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: IMG.pose.json, or images.pose.json for several inputs).")
+@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: IMG.pose.json, or images.pose.json for several inputs, next to the inputs or in the --out folder).")
 @json_options
 @model_options
 @draw_options

@@ -405,8 +405,11 @@ def resolve_checkpoint(
 # `aepose models`
 
 
-def models_table(cache: Path | None = None) -> Table:
-    """The zoo as a rich table: keypoints, width, published AP, whether (and where) it is cached."""
+def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
+    """The zoo as a rich table: keypoints, width, published AP, whether it is cached.
+
+    Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
+    """
     from rich.table import Table
 
     table = Table(title="aepose model zoo (AP: published val, flip test)")
@@ -415,18 +418,21 @@ def models_table(cache: Path | None = None) -> Table:
     table.add_column("width", justify="right")
     table.add_column("AP single", justify="right")
     table.add_column("AP multi-scale", justify="right")
-    table.add_column("cached", overflow="fold")
-    table.add_column("URL", overflow="fold")
+    table.add_column("cached")
+    if urls:
+        table.add_column("cache path", overflow="fold")
+        table.add_column("URL", overflow="fold")
     for model in _PUBLISHED:
         path = checkpoint_path(model, cache)
-        cached = f"yes {path}" if path.is_file() else "no"
-        table.add_row(
+        row = [
             model.name,
             f"{model.keypoints.name.upper()} ({model.keypoints.num_joints})",
             f"W{model.width}",
             f"{model.ap_single:.3f}",
             f"{model.ap_multi:.3f}",
-            cached,
-            model.url,
-        )
+            "yes" if path.is_file() else "no",
+        ]
+        if urls:
+            row += [str(path), model.url]
+        table.add_row(*row)
     return table

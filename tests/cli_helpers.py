@@ -25,7 +25,8 @@ BUS = DATA / "ultralytics-assets" / "bus.jpg"
 MINI_VAL = DATA / "coco-mini-val2017"
 MINI_VAL_ANN = MINI_VAL / "annotations" / "person_keypoints_val2017.json"
 
-MODEL = ["--checkpoint", str(TINY_CHECKPOINT)]
+# --device cpu: the tests compare with the library on CPU, also on machines with a GPU.
+MODEL = ["--checkpoint", str(TINY_CHECKPOINT), "--device", "cpu"]
 # Same code paths, much less arithmetic: scale 0.25 puts a 128-pixel short side into the network.
 FAST = [*MODEL, "--no-flip", "--scales", "0.25"]
 

@@ -110,7 +110,7 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
         with progress("img", enabled=len(todo) > 1) as bar:
             task = bar.add_task("evaluate", total=len(todo))
             times = run_pipeline(items, estimator, _ResultsSink(), on_progress=lambda n: bar.advance(task, n))
-    err_console.print(f"wrote {results_path}")
+    err_console.print(f"wrote {results_path} ({len(todo)} image(s) on {config.device})")
     report_failures(times.failures)
     if times.failures and not allow_missing:
         raise InputError(f"{len(times.failures)} image(s) could not be processed; results are incomplete")

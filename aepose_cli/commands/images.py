@@ -27,9 +27,11 @@ def run_image(
     """One or more image files; `out`/`json_out` False turns that output off."""
     from ..io.output_paths import resolve_output
 
-    if out and len(images) > 1 and not (out.endswith(("/", os.sep)) or Path(out).is_dir()):
+    if out and len(images) > 1 and not _names_folder(out):
         raise ConfigError(f"--out {out}: several images need a folder (end it with '/')")
     check_images_exist(images)
+    if json_out is None and out and _names_folder(out):
+        json_out = out  # one rule for every command: --out DIR holds all the outputs
     json_anchor = images[0] if len(images) == 1 else images[0].parent / "images"
     json_path = resolve_output(json_out, json_anchor, ".json")
     targets = {str(img): (None if out is False else resolve_output(out, img, annotated_suffix(img))) for img in images}
@@ -39,6 +41,10 @@ def run_image(
         file_names={str(img): _relative_to(img, json_path.parent if json_path else Path.cwd()) for img in images},
         resume=False,
     )
+
+
+def _names_folder(value: str) -> bool:
+    return value.endswith(("/", os.sep)) or Path(value).is_dir()
 
 
 def check_images_exist(images) -> None:
@@ -145,7 +151,7 @@ def _run_images(entries, targets, json_path, json_style, model, config, draw_cfg
     if writer is not None:
         err_console.print(f"wrote {json_path}")
     ok = times.items - len(times.failures)
-    err_console.print(f"{ok} image(s) done, {len(times.failures)} failed, {times.wall:.1f} s")
+    err_console.print(f"{ok} image(s) done, {len(times.failures)} failed, {times.wall:.1f} s on {config.device}")
     report_failures(times.failures)
     if times.failures:
         sys.exit(1)

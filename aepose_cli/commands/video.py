@@ -88,7 +88,7 @@ def run_video(source: str, estimator: PoseEstimator, draw_cfg: DrawConfig, optio
         err_console.print(f"note: {sink.note}")
     err_console.print(stage_table(times, "frame"))
     fps = times.items / times.wall if times.wall > 0 else 0.0
-    err_console.print(f"{times.items} frame(s) in {times.wall:.1f} s ({fps:.2f} fps)")
+    err_console.print(f"{times.items} frame(s) in {times.wall:.1f} s ({fps:.2f} fps) on {estimator.config.device}")
     for path in (written, json_path):
         if path is not None:
             err_console.print(f"wrote {path}")
