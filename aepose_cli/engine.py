@@ -1,4 +1,5 @@
-"""Batched forward passes, flip test and aggregation across scales (spec §4).
+"""Batched forward passes, flip test and aggregation across scales, as mmpose 0.29's
+`AssociativeEmbedding.forward_test` (mmpose/models/detectors/associative_embedding.py).
 
 Output: for every image, the aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` on the
 base canvas, which is what grouping consumes. The order of operations follows the reference so

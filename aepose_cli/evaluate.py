@@ -1,7 +1,7 @@
 """COCO keypoint evaluation (OKS AP/AR) and OKS-NMS, number for number as the reference.
 
 The reference scores result files with `xtcocotools.cocoeval.COCOeval(gt, dt, 'keypoints',
-sigmas, use_area)` (xtcocotools 1.14.3, maxDets 20, spec §8.3). This module is an independent,
+sigmas, use_area)` (xtcocotools 1.14.3, maxDets 20, as mmpose 0.29's `BottomUpCocoDataset._do_python_keypoint_eval` calls it). This module is an independent,
 vectorised re-implementation of that evaluator: it does not import pycocotools or xtcocotools,
 yet it reproduces their ten summary numbers exactly (to the last bit on the golden cases).
 Every detail that can move a number is replicated on purpose:

@@ -1,10 +1,10 @@
 """The four published checkpoints: names, URLs, sha256 prefixes, and a download cache that is safe.
 
-The models are literal data (one frozen `ZooModel` each, spec §2); nothing is registered at import
+The models are literal data (one frozen `ZooModel` each); nothing is registered at import
 time and there is no mutable module state. Downloads follow three rules:
 
-* A file only ever appears under its final name after its sha256 prefix matched (spec §2: the
-  prefix in the file name is the first 8 hex digits of the file's sha256, and torch.hub's check
+* A file only ever appears under its final name after its sha256 prefix matched (the
+  prefix in the official file name is the first 8 hex digits of the file's sha256, and torch.hub's check
   silently skips these names, so we check ourselves). The bytes go to `<target>.part-<random>` in
   the same directory, are hashed while streaming, fsynced, then `os.replace`d (atomic). Any failure
   or Ctrl-C removes the partial file, so the cache never holds a half file under a real name.
@@ -51,7 +51,7 @@ Opener = Callable[..., Any]  # urllib.request.urlopen-like: opener(url, timeout=
 class ZooModel:
     """One published checkpoint and what is needed to build, fetch and describe it.
 
-    `width` is the HRNet width W (branch channels W, 2W, 4W, 8W; spec §1.3); `ap_single` and
+    `width` is the HRNet width W (branch channels W, 2W, 4W, 8W); `ap_single` and
     `ap_multi` are the published val AP with single-scale and [2, 1, 0.5] multi-scale flip test.
     """
 

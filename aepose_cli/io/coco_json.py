@@ -98,7 +98,7 @@ def dataset_annotation(
 
 
 def results_annotation(image_id: int, pose: Pose) -> dict[str, Any]:
-    """One entry of a COCO results list (the reference's result file, spec §8.2)."""
+    """One entry of a COCO results list (the reference's result file)."""
     record: dict[str, Any] = {
         "image_id": int(image_id),
         "category_id": PERSON_CATEGORY_ID,

@@ -6,7 +6,7 @@ from torch import nn
 
 
 class AEHead(nn.Module):
-    """`AESimpleHead` of the reference with no deconvolutions (spec §1.1)."""
+    """mmpose 0.29's `AESimpleHead` (mmpose/models/heads/ae_simple_head.py) with no deconvolutions."""
 
     def __init__(self, in_channels: int, num_joints: int) -> None:
         super().__init__()

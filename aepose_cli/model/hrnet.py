@@ -1,4 +1,5 @@
-"""HRNet backbone with the exact module names of the official mmpose checkpoints (spec §1.3-§1.4).
+"""HRNet backbone with the exact module names of the official mmpose checkpoints
+(mmpose 0.29, mmpose/models/backbones/hrnet.py).
 
 The architecture is a plain literal (`HRNetSpec`); `HRNetSpec.from_state_dict` reads it back from
 a checkpoint's tensor shapes so any HRNet checkpoint in the mmpose layout loads without naming an
@@ -157,7 +158,7 @@ def _indices(state: dict, pattern: str) -> set[int]:
 
 
 class HRModule(nn.Module):
-    """Parallel branches followed by all-to-all fusion (spec §1.3, 'HR module')."""
+    """Parallel branches followed by all-to-all fusion (`HRModule` of mmpose/models/backbones/hrnet.py)."""
 
     def __init__(self, stage: StageSpec, multiscale_output: bool) -> None:
         super().__init__()
