@@ -206,9 +206,9 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 # -- video -----------------------------------------------------------------------------------
 @cli.command()
 @click.argument("source")
-@click.option("--out", "out", default=None, help="Annotated video (.mp4) file or folder (default: SOURCE.pose.mp4 next to the input).")
+@click.option("--out", "out", default=None, help="Annotated video (.mp4) file, or a folder for it and the JSON (default: SOURCE.pose.mp4 next to the input).")
 @click.option("--no-video", is_flag=True, help="Write JSON only, no annotated video.")
-@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json).")
+@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to the input, or in the --out folder).")
 @click.option("--no-json", is_flag=True, help="Do not write COCO JSON.")
 @click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file ('-' for stdout).")
 @click.option("--start", type=float, default=None, help="Start time in seconds.")

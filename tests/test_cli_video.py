@@ -176,6 +176,16 @@ def test_stride_and_no_video(tmp_path):
     assert [im["timestamp"] for im in images] == [float(t) for t in times[::2]]
 
 
+def test_out_folder_holds_the_json_too(tmp_path):
+    """`--out DIR/` without `--json`: the MP4 and the JSON both go into DIR."""
+    clip = copy_clip(MMPOSE_DEMO, tmp_path)
+    proc = run_cli("video", clip.name, "--end", "0.3", "--out", "out/", *FAST, cwd=tmp_path)
+    assert_ok(proc)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.pose.json", "demo.pose.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.mp4", "out"]
+    assert [im["frame_index"] for im in load_json(tmp_path / "out" / "demo.pose.json")["images"]] == [0, 1]  # 5 fps
+
+
 def _clip_with_audio(path: Path, frames: int = 20, fps: int = 10, tone_hz: float = 440.0) -> None:
     """Real frames (the first of the mmaction2 demo) at 10 fps over a sine tone in AAC."""
     with av.open(str(MMACTION_DEMO)) as source:

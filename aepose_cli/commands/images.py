@@ -25,12 +25,12 @@ def run_image(
     model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig,
 ) -> None:
     """One or more image files; `out`/`json_out` False turns that output off."""
-    from ..io.output_paths import resolve_output
+    from ..io.output_paths import names_folder, resolve_output
 
-    if out and len(images) > 1 and not _names_folder(out):
+    if out and len(images) > 1 and not names_folder(out):
         raise ConfigError(f"--out {out}: several images need a folder (end it with '/')")
     check_images_exist(images)
-    if json_out is None and out and _names_folder(out):
+    if json_out is None and out and names_folder(out):
         json_out = out  # one rule for every command: --out DIR holds all the outputs
     json_anchor = images[0] if len(images) == 1 else images[0].parent / "images"
     json_path = resolve_output(json_out, json_anchor, ".json")
@@ -41,10 +41,6 @@ def run_image(
         file_names={str(img): _relative_to(img, json_path.parent if json_path else Path.cwd()) for img in images},
         resume=False,
     )
-
-
-def _names_folder(value: str) -> bool:
-    return value.endswith(("/", os.sep)) or Path(value).is_dir()
 
 
 def check_images_exist(images) -> None:

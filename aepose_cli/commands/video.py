@@ -18,7 +18,7 @@ from ..io.coco_json import CocoJsonWriter
 from ..io.decode import VideoSource, source_kind
 from ..io.encode import VideoSink
 from ..io.jsonlines import JsonLinesWriter
-from ..io.output_paths import OutputFlag, resolve_output
+from ..io.output_paths import OutputFlag, names_folder, resolve_output
 from ..pipeline import WorkItem, run_pipeline
 from .common import draw_and_write
 
@@ -57,8 +57,13 @@ def run_video(source: str, estimator: PoseEstimator, draw_cfg: DrawConfig, optio
     # Streams and webcams have no folder of their own: their outputs default to the cwd.
     anchor = source if local else _stream_stem(source, kind)
     default_dir = None if local else Path.cwd()
+    json_out = options.json_out
+    if isinstance(options.out, str) and names_folder(options.out):
+        Path(options.out).mkdir(parents=True, exist_ok=True)  # as image and folder runs do
+        if json_out is None:
+            json_out = options.out  # --out DIR holds every output unless --json says otherwise
     video_path = resolve_output(options.out, anchor, ".mp4", default_dir=default_dir)
-    json_path = resolve_output(options.json_out, anchor, ".json", default_dir=default_dir)
+    json_path = resolve_output(json_out, anchor, ".json", default_dir=default_dir)
     with contextlib.ExitStack() as stack:
         video_src = stack.enter_context(
             VideoSource(int(source) if kind == "webcam" else source, start_s=options.start, end_s=options.end, stride=options.stride)

@@ -63,5 +63,11 @@ def resolve_output(
     return output
 
 
+def names_folder(value: str | os.PathLike[str]) -> bool:
+    """True when an output flag's value means a folder: it exists as one, or ends in '/'."""
+    text = os.fspath(value)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
 def _folder_beside(input_path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(input_path)).parent
