@@ -73,3 +73,9 @@ def test_missing_image(tmp_path):
     proc = run_cli("image", missing, *FAST)
     assert_one_line_error(proc, str(missing), "no such file")
     assert _outputs(tmp_path) == []
+
+
+def test_download_of_an_unknown_model(tmp_path):
+    proc = run_cli("models", "--download", "hrnet_w99_coco", cwd=tmp_path)
+    assert_one_line_error(proc, "unknown model 'hrnet_w99_coco'", "hrnet_w32_coco")
+    assert proc.stdout == ""
