@@ -1,6 +1,7 @@
 """Frozen configuration objects, built once (by the CLI or the API) and passed down explicitly.
 
-Defaults are the reference's `test_cfg` (spec §4) so that a default run reproduces mmpose 0.x.
+Defaults are the reference's `test_cfg` (configs/body/2d_kpt_sview_rgb_img/associative_embedding/coco/
+hrnet_w32_coco_512x512.py in mmpose 0.29) so that a default run reproduces mmpose 0.x.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class InferenceConfig:
         if any(s <= 0 for s in self.scales):
             raise ConfigError(f"scales must be positive, got {self.scales}")
         if len(self.scales) > 1 and 1.0 not in self.scales:
-            # The reference takes tags from the scale-1 pass only (spec §4 step 5).
+            # The reference takes tags from the scale-1 pass only (`AssociativeEmbedding.forward_test`).
             raise ConfigError("multi-scale testing needs scale 1 among --scales (tags come from it)")
         if len(set(self.scales)) != len(self.scales):
             raise ConfigError(f"--scales has duplicates: {self.scales}")
@@ -52,15 +53,10 @@ class InferenceConfig:
         if self.pose_nms is not None and not 0 < self.pose_nms <= 1:
             raise ConfigError("--pose-nms must be in (0, 1]")
 
-    @property
-    def scales_descending(self) -> tuple[float, ...]:
-        """Scales in the order the reference runs and averages them."""
-        return tuple(sorted(self.scales, reverse=True))
-
 
 @dataclass(frozen=True)
 class DrawConfig:
-    """How poses are drawn (reference demo defaults, spec §10.4)."""
+    """How poses are drawn (defaults of mmpose 0.29's demo/bottom_up_img_demo.py)."""
 
     kpt_thr: float = 0.3
     radius: int = 4

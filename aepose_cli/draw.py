@@ -1,7 +1,8 @@
-"""Skeleton drawing, pixel-for-pixel the reference demo's `imshow_keypoints` (spec §10.4).
+"""Skeleton drawing, pixel-for-pixel the reference demo's `imshow_keypoints`
+(mmpose 0.29, mmpose/core/visualization/image.py).
 
 The reference passes the dataset's colours to OpenCV unchanged, so they are interpreted as BGR
-(quirk 20); `KeypointSet` stores them that way and they are handed over as they are. Coordinates
+(an RGB palette read as BGR); `KeypointSet` stores them that way and they are handed over as they are. Coordinates
 are truncated with `int()` exactly where the reference truncates them, and links whose endpoints
 touch or leave the image border are skipped with the reference's (strict) bounds test.
 Scores are compared with `kpt_thr` in float64, as the reference's float32-scalar-vs-float

@@ -1,4 +1,5 @@
-"""Batched forward passes, flip test and aggregation across scales (spec §4).
+"""Batched forward passes, flip test and aggregation across scales, as mmpose 0.29's
+`AssociativeEmbedding.forward_test` (mmpose/models/detectors/associative_embedding.py).
 
 Output: for every image, the aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` on the
 base canvas, which is what grouping consumes. The order of operations follows the reference so
@@ -59,14 +60,21 @@ class InferenceEngine:
         self.config = config
         self.keypoints = keypoints
         self.device = resolve_device(config.device)
-        if self.device.type == "cuda" and config.precision == "fp32":
-            # Exact mode: cuDNN's default TF32 convolutions differ by ~1e-3 (spec §13).
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
         self.model = model.to(self.device).eval()
         self.flip_index = torch.tensor(keypoints.flip_index, dtype=torch.long, device=self.device)
 
     # -- network -------------------------------------------------------------------------
+    def _exact_math(self):
+        """fp32 on CUDA: TF32 off for the forward pass only, then the caller's settings back.
+
+        cuDNN's default TF32 convolutions differ from the reference's float32 ones by ~1e-3,
+        enough to move peaks; the flags are process-wide, so they are restored afterwards
+        rather than changed for the whole program.
+        """
+        if self.device.type != "cuda" or self.config.precision != "fp32":
+            return contextlib.nullcontext()
+        return _tf32_disabled()
+
     def _autocast(self):
         if self.config.precision == "fp32":
             return contextlib.nullcontext()
@@ -80,7 +88,7 @@ class InferenceEngine:
         Eval-mode BatchNorm makes samples independent; on CPU a sample's numbers do not depend
         on its batch partners, though batch size 1 takes another kernel path (~1e-6 apart).
         """
-        with self._autocast():
+        with self._exact_math(), self._autocast():
             return self.model(batch.to(self.device, non_blocking=True)).float()
 
     # -- whole images --------------------------------------------------------------------
@@ -124,6 +132,17 @@ class InferenceEngine:
                 results[i] = maps
                 raws[i] = raw
         return (results, raws) if keep_raw else results
+
+
+@contextlib.contextmanager
+def _tf32_disabled():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def aggregate_outputs(

@@ -6,20 +6,20 @@ which command runs it; the CLI and the video pipeline call the same methods.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .config import InferenceConfig
 from .engine import AggregatedMaps, InferenceEngine
 from .errors import CheckpointError
-from .evaluate import oks_nms
 from .grouping import group, poses_from
 from .io.sources import read_image
 from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
 from .model import AENet, build_from_checkpoint
+from .oks import oks_nms
 from .types import FrameResult, Pose
 from .zoo import ZooModel, resolve_checkpoint
 
@@ -57,8 +57,9 @@ class PoseEstimator:
     >>> poses = est.predict("photo.jpg")                                    # doctest: +SKIP
 
     `model` names a zoo model (downloaded and cached on first use); `checkpoint` loads a local
-    file and never touches the network. Any other keyword overrides a field of
-    `InferenceConfig` (e.g. `pose_nms=None`, `refine=False`, `precision="fp16"`).
+    file and never touches the network. `config` is a whole `InferenceConfig`; `device`,
+    `scales`, `flip` and any other keyword naming a field of it (e.g. `pose_nms=None`,
+    `refine=False`, `precision="fp16"`) override that field, of `config` when one is given.
     """
 
     def __init__(
@@ -66,24 +67,27 @@ class PoseEstimator:
         model: str | None = None,
         checkpoint: str | Path | None = None,
         *,
-        device: str = "cpu",
-        scales: Sequence[float] = (1.0,),
-        flip: bool = True,
+        device: str | None = None,
+        scales: Sequence[float] | None = None,
+        flip: bool | None = None,
         keypoints: str | KeypointSet | None = None,
         config: InferenceConfig | None = None,
         progress: bool = True,
         **overrides,
     ) -> None:
-        if config is None:
-            config = InferenceConfig(scales=tuple(float(s) for s in scales), flip=flip, device=device, **overrides)
-        elif overrides:
-            config = replace(config, **overrides)
+        if device is not None:
+            overrides["device"] = device
+        if scales is not None:
+            overrides["scales"] = tuple(float(s) for s in scales)
+        if flip is not None:
+            overrides["flip"] = flip
+        config = replace(config, **overrides) if config is not None else InferenceConfig(**overrides)
         self.config = config
         net, self.keypoints, self.zoo_model = load_model(model, checkpoint, keypoints, progress=progress)
         self.engine = InferenceEngine(net, self.keypoints, config)
 
     # -- stages ----------------------------------------------------------------------------
-    def maps(self, image: "np.ndarray | str | Path") -> AggregatedMaps:
+    def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:
         """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""
         return self.engine.infer([_as_bgr(image)])[0]
 
@@ -102,11 +106,11 @@ class PoseEstimator:
         return [poses[i] for i in keep]
 
     # -- whole images ----------------------------------------------------------------------
-    def predict(self, image: "np.ndarray | str | Path") -> list[Pose]:
+    def predict(self, image: np.ndarray | str | Path) -> list[Pose]:
         """People in one image (a BGR array as OpenCV gives it, or a file path)."""
         return self.predict_batch([image])[0].poses
 
-    def predict_batch(self, images: Sequence["np.ndarray | str | Path"], first_index: int = 0) -> list[FrameResult]:
+    def predict_batch(self, images: Sequence[np.ndarray | str | Path], first_index: int = 0) -> list[FrameResult]:
         """Results for several images; images of equal size share network batches."""
         arrays = [_as_bgr(img) for img in images]
         t0 = time.perf_counter()
@@ -136,7 +140,7 @@ class PoseEstimator:
         )
 
 
-def _as_bgr(image: "np.ndarray | str | Path") -> np.ndarray:
+def _as_bgr(image: np.ndarray | str | Path) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)

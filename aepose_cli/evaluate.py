@@ -1,7 +1,7 @@
 """COCO keypoint evaluation (OKS AP/AR) and OKS-NMS, number for number as the reference.
 
 The reference scores result files with `xtcocotools.cocoeval.COCOeval(gt, dt, 'keypoints',
-sigmas, use_area)` (xtcocotools 1.14.3, maxDets 20, spec §8.3). This module is an independent,
+sigmas, use_area)` (xtcocotools 1.14.3, maxDets 20, as mmpose 0.29's `BottomUpCocoDataset._do_python_keypoint_eval` calls it). This module is an independent,
 vectorised re-implementation of that evaluator: it does not import pycocotools or xtcocotools,
 yet it reproduces their ten summary numbers exactly (to the last bit on the golden cases).
 Every detail that can move a number is replicated on purpose:
@@ -39,6 +39,7 @@ import numpy as np
 from rich.table import Table
 
 from .errors import AnnotationError
+from .oks import oks_nms  # noqa: F401  (re-exported: the evaluator's public OKS-NMS)
 
 METRIC_NAMES: tuple[str, ...] = (
     "AP",
@@ -156,42 +157,6 @@ def evaluate_keypoints(
     return _summarize(precision, recall)
 
 
-def oks_nms(
-    keypoints: np.ndarray,
-    scores: np.ndarray,
-    areas: np.ndarray | None,
-    sigmas: Sequence[float] | np.ndarray,
-    threshold: float,
-) -> list[int]:
-    """Greedy OKS non-maximum suppression of people, as mmpose 0.29's inference API runs it.
-
-    Visits people by `scores.argsort()[::-1]` (numpy's default, unstable sort, as the reference
-    does), keeps the first and drops the rest whose OKS with it exceeds `threshold`; OKS is
-    the mean over all K joints of `exp(-d^2 / (2 sigma)^2 / ((a_i + a_j) / 2 + eps) / 2)`.
-    Keypoints and areas are taken in float32 (the network's precision) and the OKS is stored
-    in float32 before the comparison, like the reference. `areas` None -> the keypoint box
-    area over all joints. Returns the kept indices in selection order.
-    """
-    kpts = np.asarray(keypoints, dtype=np.float32)
-    if kpts.ndim != 3 or kpts.shape[2] < 2:
-        raise ValueError(f"keypoints must be [N, K, 3], got shape {kpts.shape}")
-    if len(kpts) == 0:
-        return []
-    variances = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
-    if variances.shape != (kpts.shape[1],):
-        raise ValueError(f"{variances.size} sigmas for K={kpts.shape[1]} keypoints")
-    area = _keypoint_box_area(kpts) if areas is None else np.asarray(areas, dtype=np.float32)
-    order = np.asarray(scores).argsort()[::-1]
-    limit = np.float32(threshold)
-    keep: list[int] = []
-    while order.size:
-        first, rest = order[0], order[1:]
-        keep.append(int(first))
-        overlap = _nms_oks(kpts[first], kpts[rest], area[first], area[rest], variances)
-        order = rest[overlap <= limit]
-    return keep
-
-
 def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint evaluation") -> Table:
     """The ten metrics as a two-column rich table; -1 (no GT in that range) shows as n/a."""
     table = Table(title=title)
@@ -219,6 +184,18 @@ def _read_json(source: Any, what: str) -> tuple[Any, str]:
         raise AnnotationError(f"{name}: cannot read {what} file ({err.strerror or err})") from err
     except (ValueError, UnicodeDecodeError) as err:
         raise AnnotationError(f"{name}: {what} file is not valid JSON ({err})") from err
+
+
+def load_annotations(path: str | Path) -> dict:
+    """A COCO annotation file as a dict, checked to have 'images' and 'annotations' lists.
+
+    The CLI reads the file once with this (to pick images and count joints) and hands the dict
+    to `evaluate_keypoints`, which checks the keypoints themselves.
+    """
+    data, name = _read_json(path, "annotations")
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise AnnotationError(f"{name}: not a COCO annotation file (needs 'images' and 'annotations')")
+    return data
 
 
 def _load_dataset(source: Any) -> _Dataset:
@@ -692,28 +669,3 @@ def _summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
         valid = values[values > -1]
         metrics[name] = float(np.mean(valid)) if valid.size else -1.0
     return metrics
-
-
-# --------------------------------------------------------------------------------------------
-# OKS-NMS helpers
-
-
-def _keypoint_box_area(kpts: np.ndarray) -> np.ndarray:
-    """(max x - min x) * (max y - min y) over all joints, in float32 like the inference API."""
-    x, y = kpts[:, :, 0], kpts[:, :, 1]
-    return (x.max(axis=1) - x.min(axis=1)) * (y.max(axis=1) - y.min(axis=1))
-
-
-def _nms_oks(
-    reference: np.ndarray,
-    others: np.ndarray,
-    area: np.float32,
-    other_areas: np.ndarray,
-    variances: np.ndarray,
-) -> np.ndarray:
-    """mmpose's `oks_iou` of one person against many: float32 distances and result."""
-    dx = others[:, :, 0] - reference[None, :, 0]
-    dy = others[:, :, 1] - reference[None, :, 1]
-    mean_area = (area + other_areas).astype(np.float64) / 2 + _EPS
-    e = (dx**2 + dy**2) / variances / mean_area[:, None] / 2
-    return (np.sum(np.exp(-e), axis=1) / e.shape[1]).astype(np.float32)

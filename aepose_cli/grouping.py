@@ -1,4 +1,5 @@
-"""From aggregated maps to people, exactly as the reference's `HeatmapParser` (spec §5-§6).
+"""From aggregated maps to people, exactly as the reference's `HeatmapParser`
+(mmpose 0.29, mmpose/core/post_processing/group.py).
 
 Stages: peak NMS and top-k per joint (`top_k`), tag matching with the munkres-identical solver
 (`match_by_tag`), quarter-pixel `adjust`, person scores, `refine` (fill missing joints) and the
@@ -77,7 +78,7 @@ def top_k(heatmaps: torch.Tensor, tags: torch.Tensor, k: int) -> Candidates:
 
 
 def match_by_tag(cands: Candidates, keypoints: KeypointSet, config: InferenceConfig) -> np.ndarray:
-    """Greedy joint-by-joint matching of candidates to people by tag distance (spec §5.3).
+    """Greedy joint-by-joint matching of candidates to people by tag distance (`_match_by_tag`).
 
     People are keyed by the float value of their seed tag's first component, as in the
     reference (two seeds with the same value collide; that is reproduced on purpose).

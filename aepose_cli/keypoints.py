@@ -3,8 +3,8 @@
 Everything that depends on which joints a model predicts lives here and travels with the model:
 names, the flip permutation used by the flip test, OKS sigmas, the skeleton drawn on images, the
 order in which grouping visits the joints and whether COCO evaluation uses the annotated area.
-Values follow spec §9; colours are stored as the reference passes them to OpenCV (so they are
-interpreted as BGR, spec §10.4 quirk 20).
+Values follow mmpose 0.29's dataset configs (configs/_base_/datasets/coco.py, aic.py, mhp.py); colours are stored as the reference passes them to OpenCV (so they are
+interpreted as BGR, as the reference demo draws them).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class KeypointSet:
     skeleton: tuple[tuple[int, int], ...]
     link_colours: tuple[tuple[int, int, int], ...]
     grouping_order: tuple[int, ...]
-    # xtcocotools' use_area: COCO uses the annotated area, AIC/MHP 0.53 * bbox area (spec §8.3).
+    # xtcocotools' use_area: COCO uses the annotated area, AIC/MHP 0.53 * bbox area (xtcocotools' `COCOeval(use_area=...)`).
     use_area: bool
 
     @property
@@ -80,7 +80,7 @@ COCO = KeypointSet(
     joint_colours=_joint_colours("b b b b b g o g o g o g o g o g o"),
     skeleton=_COCO_LINKS[0],
     link_colours=_COCO_LINKS[1],
-    # Hips before elbows (spec §5.3, quirk 6).
+    # The order `HeatmapParser` visits joints in for COCO: hips before elbows.
     grouping_order=(0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16),
     use_area=True,
 )

@@ -13,9 +13,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .estimator import PoseEstimator
 from .types import FrameResult
 
 _DONE = object()
+
+# Every stage a frame can pass through, in order; `FrameResult.timings` uses these names.
+STAGES = ("decode", "preprocess", "network", "grouping", "draw", "encode")
 
 
 @dataclass
@@ -39,7 +43,10 @@ class WorkItem:
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage, summed over items (stages overlap, so they exceed wall time)."""
+    """Seconds spent per stage, summed over items (stages overlap, so they exceed wall time).
+
+    The totals are the sums of the finished items' `FrameResult.timings`.
+    """
 
     totals: dict[str, float] = field(default_factory=dict)
     items: int = 0
@@ -51,9 +58,13 @@ class StageTimes:
 
 
 class Sink(Protocol):
-    """Where results go (drawn images, video, JSON); runs in the writer thread."""
+    """Where results go (drawn images, video, JSON); runs in the writer thread.
 
-    def write(self, item: WorkItem, image: np.ndarray, result: FrameResult, times: StageTimes) -> None: ...
+    A sink that draws or encodes records those seconds in `result.timings` ("draw", "encode")
+    before it writes the result anywhere, so JSON lines carry every stage of their frame.
+    """
+
+    def write(self, item: WorkItem, image: np.ndarray, result: FrameResult) -> None: ...
 
 
 @dataclass
@@ -63,6 +74,7 @@ class _Prepared:
     geometry: Any = None
     inputs: Any = None
     error: BaseException | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run_pipeline(
@@ -97,9 +109,9 @@ def run_pipeline(
                 try:
                     prep.image = item.load()
                     t1 = time.perf_counter()
-                    times.add("decode", t1 - t0)
+                    prep.timings["decode"] = t1 - t0
                     prep.geometry, prep.inputs = estimator.engine.prepare(prep.image)
-                    times.add("preprocess", time.perf_counter() - t1)
+                    prep.timings["preprocess"] = time.perf_counter() - t1
                 except (AeposeError, OSError, ValueError) as exc:
                     prep.error = exc
                 _put(prepared_q, prep, stop)
@@ -124,8 +136,11 @@ def run_pipeline(
                 if error is not None:
                     times.failures.append((prep.item.key, str(error)))
                 else:
-                    times.add("grouping", result.timings.get("grouping", 0.0))
-                    sink.write(prep.item, prep.image, result, times)
+                    # The frame's own stages in pipeline order, then whatever the sink adds.
+                    result.timings = {**prep.timings, **result.timings}
+                    sink.write(prep.item, prep.image, result)
+                    for stage, seconds in result.timings.items():
+                        times.add(stage, seconds)
                 times.items += 1
                 if on_progress is not None:
                     on_progress(1)
@@ -146,7 +161,9 @@ def run_pipeline(
             if good:
                 t0 = time.perf_counter()
                 maps_list = estimator.engine.infer_prepared([(p.geometry, p.inputs) for p in good])
-                times.add("network", time.perf_counter() - t0)
+                share = (time.perf_counter() - t0) / len(good)  # each image's share of its batch
+                for p in good:
+                    p.timings["network"] = share
             maps_iter = iter(maps_list)
             for prep in batch:
                 future: Future | None = None

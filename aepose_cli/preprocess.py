@@ -1,4 +1,5 @@
-"""Test-time sizes, affine warp and normalisation, reproducing the reference bit for bit (spec §3).
+"""Test-time sizes, affine warp and normalisation, reproducing the reference bit for bit
+(`_resize_align_multi_scale` and `_get_multi_scale_size` in mmpose/datasets/pipelines/bottom_up_transform.py).
 
 The arithmetic order below is deliberate: float64 expressions are evaluated left to right as the
 reference writes them, the affine points are float32, and OpenCV does the warp, because its
@@ -44,7 +45,7 @@ def _ceil_to(x: float, base: int) -> int:
 def canvas_size(
     w: int, h: int, s: float, s_min: float, input_size: int, base: int
 ) -> tuple[tuple[int, int], tuple[float, float]]:
-    """Canvas (W, H) and scale (sx, sy)/200 for test scale `s` (spec §3.2, non-UDP)."""
+    """Canvas (W, H) and scale (sx, sy)/200 for test scale `s` (`_get_multi_scale_size`, non-UDP branch)."""
     m = _ceil_to(s_min * input_size, base)
     if w < h:
         w_r = int(m * s / s_min)
@@ -82,7 +83,7 @@ def image_geometry(w: int, h: int, scales: tuple[float, ...], input_size: int = 
     """Sizes, centre, scale and warp matrices for every test scale of a `w` x `h` image."""
     s_min = min(scales)
     base_size, scale = canvas_size(w, h, 1.0, s_min, input_size, base)
-    center = (round(w / 2.0), round(h / 2.0))  # Python round: half to even (quirk 2)
+    center = (round(w / 2.0), round(h / 2.0))  # Python round: half to even, as the reference
     inputs = []
     for s in sorted(scales, reverse=True):
         size, scale_s = canvas_size(w, h, s, s_min, input_size, base)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .keypoints import KeypointSet
+from .oks import oks_one_vs_many
 from .types import Pose
 
 UNTRACKED = -1
@@ -78,24 +79,6 @@ def keypoint_box(keypoints: np.ndarray) -> tuple[np.ndarray, float]:
     x_max, y_max = np.max(xs), np.max(ys)
     area = float((x_max - x_min) * (y_max - y_min))
     return np.array([x_min, y_min, x_max, y_max], dtype=np.float64), area
-
-
-def oks_to_pool(
-    keypoints: np.ndarray, area: float, pool_keypoints: np.ndarray, pool_areas: np.ndarray,
-    sigmas: np.ndarray,
-) -> np.ndarray:
-    """OKS of one person against N earlier ones, as float32 like mmpose's `oks_iou`.
-
-    Every joint counts (mmpose's tracking passes no visibility threshold); the operation order
-    follows `oks_iou` so that the float32 scores, and therefore ties, come out the same.
-    """
-    variances = (sigmas * 2) ** 2
-    dx = pool_keypoints[:, :, 0] - keypoints[None, :, 0]
-    dy = pool_keypoints[:, :, 1] - keypoints[None, :, 1]
-    mean_area = (area + pool_areas) / 2 + np.spacing(1)
-    e = (dx**2 + dy**2) / variances / mean_area[:, None] / 2
-    scores = np.exp(-e).sum(axis=1) / keypoints.shape[0]
-    return scores.astype(np.float32)
 
 
 def iou_to_pool(box: np.ndarray, pool_boxes: np.ndarray) -> np.ndarray:
@@ -187,8 +170,7 @@ class PoseTracker:
         if self.use_oks:
             pool_keypoints = np.stack([p.keypoints for p in pool])
             pool_areas = np.array([p.area for p in pool], dtype=np.float64)
-            return oks_to_pool(person.keypoints, person.area, pool_keypoints, pool_areas,
-                               self._sigmas)
+            return oks_one_vs_many(person.keypoints, person.area, pool_keypoints, pool_areas, self._sigmas)
         ious = iou_to_pool(person.box, np.stack([p.box for p in pool]))
         # mmpose's loop skips NaN scores; argmax would pick them.
         return np.where(np.isnan(ious), -np.inf, ious)

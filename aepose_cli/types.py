@@ -11,7 +11,7 @@ class Pose:
     """One person: keypoints `[K, 3]` (x, y, score) in original-image pixels and a person score.
 
     The person score is the reference's (mean heatmap value of the grouped joints, computed
-    before refine, spec §5.6). `track_id` is set only by video tracking.
+    before refine, in `HeatmapParser.parse`). `track_id` is set only by video tracking.
     """
 
     keypoints: np.ndarray
@@ -20,7 +20,7 @@ class Pose:
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
-        """[x, y, w, h] over all K keypoints, as the reference's result file has it (spec §8.2)."""
+        """[x, y, w, h] over all K keypoints, as the reference's result file has it."""
         xs, ys = self.keypoints[:, 0], self.keypoints[:, 1]
         x0, y0 = float(xs.min()), float(ys.min())
         return x0, y0, float(xs.max()) - x0, float(ys.max()) - y0
@@ -30,7 +30,7 @@ class Pose:
         _, _, w, h = self.bbox
         return w * h
 
-    def with_track_id(self, track_id: int | None) -> "Pose":
+    def with_track_id(self, track_id: int | None) -> Pose:
         return replace(self, track_id=track_id)
 
 

@@ -1,10 +1,10 @@
 """The four published checkpoints: names, URLs, sha256 prefixes, and a download cache that is safe.
 
-The models are literal data (one frozen `ZooModel` each, spec §2); nothing is registered at import
+The models are literal data (one frozen `ZooModel` each); nothing is registered at import
 time and there is no mutable module state. Downloads follow three rules:
 
-* A file only ever appears under its final name after its sha256 prefix matched (spec §2: the
-  prefix in the file name is the first 8 hex digits of the file's sha256, and torch.hub's check
+* A file only ever appears under its final name after its sha256 prefix matched (the
+  prefix in the official file name is the first 8 hex digits of the file's sha256, and torch.hub's check
   silently skips these names, so we check ourselves). The bytes go to `<target>.part-<random>` in
   the same directory, are hashed while streaming, fsynced, then `os.replace`d (atomic). Any failure
   or Ctrl-C removes the partial file, so the cache never holds a half file under a real name.
@@ -29,21 +29,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
 from .errors import CheckpointError, ConfigError, DownloadError
-from .io.outputs import fsync_folder
+from .io.atomic import fsync_folder
 from .keypoints import AIC, COCO, MHP, KeypointSet
 
 DEFAULT_MODEL = "hrnet_w32_coco"
@@ -59,7 +51,7 @@ Opener = Callable[..., Any]  # urllib.request.urlopen-like: opener(url, timeout=
 class ZooModel:
     """One published checkpoint and what is needed to build, fetch and describe it.
 
-    `width` is the HRNet width W (branch channels W, 2W, 4W, 8W; spec §1.3); `ap_single` and
+    `width` is the HRNet width W (branch channels W, 2W, 4W, 8W); `ap_single` and
     `ap_multi` are the published val AP with single-scale and [2, 1, 0.5] multi-scale flip test.
     """
 
@@ -282,6 +274,10 @@ def _progress_bar(enabled: bool, label: str, total: int | None) -> Iterator[Call
     if not enabled:
         yield lambda nbytes: None
         return
+    # rich is imported here, not at module level: the library must not load it on import.
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -409,26 +405,34 @@ def resolve_checkpoint(
 # `aepose models`
 
 
-def models_table(cache: Path | None = None) -> Table:
-    """The zoo as a rich table: keypoints, width, published AP, whether (and where) it is cached."""
+def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
+    """The zoo as a rich table: keypoints, width, published AP, whether it is cached.
+
+    Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
+    """
+    from rich.table import Table
+
     table = Table(title="aepose model zoo (AP: published val, flip test)")
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("keypoints", no_wrap=True)
     table.add_column("width", justify="right")
     table.add_column("AP single", justify="right")
     table.add_column("AP multi-scale", justify="right")
-    table.add_column("cached", overflow="fold")
-    table.add_column("URL", overflow="fold")
+    table.add_column("cached")
+    if urls:
+        table.add_column("cache path", overflow="fold")
+        table.add_column("URL", overflow="fold")
     for model in _PUBLISHED:
         path = checkpoint_path(model, cache)
-        cached = f"yes {path}" if path.is_file() else "no"
-        table.add_row(
+        row = [
             model.name,
             f"{model.keypoints.name.upper()} ({model.keypoints.num_joints})",
             f"W{model.width}",
             f"{model.ap_single:.3f}",
             f"{model.ap_multi:.3f}",
-            cached,
-            model.url,
-        )
+            "yes" if path.is_file() else "no",
+        ]
+        if urls:
+            row += [str(path), model.url]
+        table.add_row(*row)
     return table

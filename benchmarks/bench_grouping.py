@@ -15,24 +15,20 @@ Run: python benchmarks/bench_grouping.py
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import CROWDED_IMAGE, SHARED, TINY_CHECKPOINT, full_size_model, timed  # noqa: E402
 from aepose_cli.config import InferenceConfig  # noqa: E402
 from aepose_cli.engine import InferenceEngine, aggregate_outputs  # noqa: E402
 from aepose_cli.estimator import PoseEstimator  # noqa: E402
 from aepose_cli.grouping import adjust, match_by_tag, person_scores, top_k  # noqa: E402
 from aepose_cli.keypoints import COCO  # noqa: E402
 from aepose_cli.model import build_from_checkpoint  # noqa: E402
+
+from _common import CROWDED_IMAGE, SHARED, TINY_CHECKPOINT, full_size_model, timed  # noqa: E402
 
 
 def reference_refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.ndarray:
@@ -81,8 +77,8 @@ def main() -> None:
     rows = []
     for name, maps in (("perfect maps", perfect), ("tiny random maps", tiny_maps)):
         n_people = len(est.poses_from_maps(maps))
-        ours = timed(lambda: est.poses_from_maps(maps), repeat=5)
-        ref = timed(lambda: reference_grouping(maps, config), repeat=1)
+        ours = timed(lambda maps=maps: est.poses_from_maps(maps), repeat=5)
+        ref = timed(lambda maps=maps: reference_grouping(maps, config), repeat=1)
         rows.append((name, n_people, ours, ref))
 
     table = Table(title=f"w32, {image.shape[1]}x{image.shape[0]} -> canvas {geometry.base_size_wh}, flip, CPU threads={torch.get_num_threads()}")

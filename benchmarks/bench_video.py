@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import SHARED, TINY_CHECKPOINT, full_size_model  # noqa: E402
+from _common import SHARED, TINY_CHECKPOINT, full_size_model  # noqa: E402
 
 VIDEO = SHARED / "data" / "opencv-vtest" / "vtest.avi"
 
@@ -44,10 +42,9 @@ def throughput(args) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from aepose_cli.cli import _progress, _report_failures, _stage_table
+    from aepose_cli.commands.video import VideoOptions, run_video
     from aepose_cli.estimator import PoseEstimator
-    from aepose_cli.io.video import VideoSource
-    from aepose_cli.video_command import run_video
+    from aepose_cli.io.decode import VideoSource
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -68,14 +65,11 @@ def throughput(args) -> None:
             est.engine.infer_prepared(prepared[i:i + args.batch_size])
         network_s = time.perf_counter() - t0
         # 2. end to end.
-        console = Console(stderr=True, quiet=True)
         t0 = time.perf_counter()
-        run_video(
-            str(VIDEO), est, _draw(), out=str(tmp / "out.mp4"), json_out=str(tmp / "out.json"), jsonl_out=None,
-            start=None, end=(args.frames - 0.5) / rate, stride=1, track=False, smooth=False, console=console,
-            progress_factory=lambda unit: _progress(unit, enabled=False), stage_table=_stage_table,
-            report_failures=_report_failures,
+        options = VideoOptions(
+            out=str(tmp / "out.mp4"), json_out=str(tmp / "out.json"), end=(args.frames - 0.5) / rate, progress=False
         )
+        run_video(str(VIDEO), est, _draw(), options)
         e2e_s = time.perf_counter() - t0
         n_json = len(json.loads((tmp / "out.json").read_text())["images"])
     table = Table(title=f"vtest.avi, {args.frames} frames, model {args.model}, flip {not args.no_flip}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")

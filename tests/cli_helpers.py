@@ -17,10 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA = SHARED / "data"
-GOLDEN = SHARED / "golden"
-TINY_CHECKPOINT = GOLDEN / "checkpoints" / "ae_hrnet_tiny_coco_seed0.pth"
+from paths import DATA, GOLDEN, SHARED, TINY_CHECKPOINT  # noqa: F401
 
 COCO_IMAGES = DATA / "mmpose-testdata" / "coco"
 ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
@@ -28,7 +25,8 @@ BUS = DATA / "ultralytics-assets" / "bus.jpg"
 MINI_VAL = DATA / "coco-mini-val2017"
 MINI_VAL_ANN = MINI_VAL / "annotations" / "person_keypoints_val2017.json"
 
-MODEL = ["--checkpoint", str(TINY_CHECKPOINT)]
+# --device cpu: the tests compare with the library on CPU, also on machines with a GPU.
+MODEL = ["--checkpoint", str(TINY_CHECKPOINT), "--device", "cpu"]
 # Same code paths, much less arithmetic: scale 0.25 puts a 128-pixel short side into the network.
 FAST = [*MODEL, "--no-flip", "--scales", "0.25"]
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where ../shared lives and the tiny official-layout checkpoint.
+"""Shared test configuration (paths to ../shared live in `paths.py`, markers in pyproject.toml).
 
 The block at the very top pins oneDNN, PyTorch's CPU convolution library, to its AVX2 kernels
 before anything can run a convolution. The golden fixtures were recorded on an AVX2-only CPU; on
@@ -22,15 +22,6 @@ if os.environ.get("AEPOSE_TEST_NATIVE_ISA") != "1":
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-GOLDEN = SHARED / "golden"
-DATA = SHARED / "data"
-TINY_CHECKPOINT = GOLDEN / "checkpoints" / "ae_hrnet_tiny_coco_seed0.pth"
 
 _ISA_PROBE = (
     "import torch\n"
@@ -55,13 +46,3 @@ def pytest_terminal_summary(terminalreporter):
     """Say which kernels this run used, so a failing log names its machine (also under -q)."""
     pin = os.environ.get("ONEDNN_MAX_CPU_ISA", "<unset>")
     terminalreporter.write_line(f"oneDNN ISA: {onednn_isa()} (ONEDNN_MAX_CPU_ISA={pin})")
-
-
-def pytest_configure(config):
-    if not GOLDEN.is_dir() or not DATA.is_dir():
-        raise pytest.UsageError(f"the shared fixtures are missing: expected {SHARED}")
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint() -> Path:
-    return TINY_CHECKPOINT

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_one_line_error, run_cli
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 FAST_WITHOUT_MODEL = FAST[2:]  # the fast options minus --checkpoint
 
@@ -70,3 +73,9 @@ def test_missing_image(tmp_path):
     proc = run_cli("image", missing, *FAST)
     assert_one_line_error(proc, str(missing), "no such file")
     assert _outputs(tmp_path) == []
+
+
+def test_download_of_an_unknown_model(tmp_path):
+    proc = run_cli("models", "--download", "hrnet_w99_coco", cwd=tmp_path)
+    assert_one_line_error(proc, "unknown model 'hrnet_w99_coco'", "hrnet_w32_coco")
+    assert proc.stdout == ""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aepose_cli.estimator import PoseEstimator
+
 from cli_helpers import (
     FAST,
     GOLDEN,
@@ -26,6 +27,9 @@ from cli_helpers import (
     load_json,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 GOLDEN_RESULTS = GOLDEN / "grouping" / "results.json"
 GOLDEN_METRICS = GOLDEN / "grouping" / "metrics.json"

@@ -19,6 +19,12 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from aepose_cli.config import DrawConfig
+from aepose_cli.draw import draw_poses
+from aepose_cli.io.sources import read_image
+from aepose_cli.keypoints import COCO as KEYPOINTS
+from aepose_cli.types import Pose
+
 from cli_helpers import (
     BUS,
     COCO_IMAGES,
@@ -34,6 +40,9 @@ from cli_helpers import (
     poses_by_image,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 PHOTO_A = COCO_IMAGES / "000000000785.jpg"
 PHOTO_B = COCO_IMAGES / "000000040083.jpg"
@@ -93,10 +102,21 @@ def test_good_files_are_annotated(mixed_run):
     root, folder, proc = mixed_run
     out = root / "photos.pose"
     assert sorted(p.name for p in out.iterdir()) == GOOD, describe(proc)
+    data = load_json(root / "photos.pose.json")
+    ids = {im["file_name"]: im["id"] for im in data["images"]}
     for name in GOOD:
-        drawn = cv2.imread(str(out / name))
-        source = cv2.imread(str(folder / name))
-        assert drawn is not None and drawn.shape[:2] == source.shape[:2] and drawn.shape[2] == 3
+        # The drawing is exactly the JSON's people drawn on the decoded input, encoded as its
+        # extension says: the written file must be those very bytes.
+        poses = [
+            Pose(np.column_stack([np.reshape(a["keypoints"], (-1, 3))[:, :2], a["keypoint_scores"]]).astype(np.float32), a["score"])
+            for a in data["annotations"] if a["image_id"] == ids[name]
+        ]
+        expected = draw_poses(read_image(folder / name), poses, KEYPOINTS, DrawConfig(kpt_thr=0.1))
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if name.endswith(".jpg") else []
+        ok, encoded = cv2.imencode(Path(name).suffix, expected, params)
+        assert ok and (out / name).read_bytes() == encoded.tobytes(), name
+        if name in ("a.jpg", "b.jpg"):  # these have people: the drawing changed the picture
+            assert poses and not np.array_equal(expected, read_image(folder / name))
 
 
 def test_json_lists_the_good_files_in_sorted_order(mixed_run):
@@ -183,14 +203,20 @@ def _journal_keys(journal: Path) -> list[str]:
     return keys
 
 
-def _wait_for_records(journal: Path, proc: subprocess.Popen, count: int, timeout_s: float) -> None:
+def _pause_after_records(journal: Path, proc: subprocess.Popen, count: int, timeout_s: float) -> None:
+    """Freeze the run (SIGSTOP) as soon as its journal holds `count` records.
+
+    Freezing first makes the interrupt deterministic: the signal lands while the run is known
+    to be unfinished, instead of racing the last images to the finish line.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the run ended (exit {proc.returncode}) before it could be interrupted")
         if journal.exists() and len(_journal_keys(journal)) >= count:
+            proc.send_signal(signal.SIGSTOP)
             return
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.kill()
     pytest.fail(f"{journal} did not reach {count} records in {timeout_s} s")
 
@@ -212,8 +238,11 @@ def test_interrupted_run_resumes_without_redoing_images(tmp_path, stop_signal):
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
     try:
-        _wait_for_records(journal, run, 2, timeout_s=120)
+        _pause_after_records(journal, run, 2, timeout_s=120)
+        frozen_at = _journal_keys(journal)
+        assert run.poll() is None and len(frozen_at) < len(names), f"the run finished before the pause: {frozen_at}"
         run.send_signal(stop_signal)
+        run.send_signal(signal.SIGCONT)  # a pending SIGINT is delivered as the run resumes
         _, stderr = run.communicate(timeout=60)
     finally:
         if run.poll() is None:

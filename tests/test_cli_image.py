@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 
 from aepose_cli.estimator import PoseEstimator
 from aepose_cli.keypoints import COCO as COCO_KEYPOINTS
+
 from cli_helpers import (
     COCO_IMAGES,
     FAST,
@@ -24,11 +25,15 @@ from cli_helpers import (
     assert_ok,
     assert_one_line_error,
     assert_same_poses,
+    describe,
     keypoint_array,
     load_json,
     poses_by_image,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 SMALL_PHOTO = COCO_IMAGES / "000000040083.jpg"  # 500x333, people
 KPT_THR = 0.1
@@ -156,3 +161,19 @@ def test_out_file_with_several_images_is_refused(tmp_path):
     proc = run_cli("image", *names, "--out", "one.jpg", *FAST, cwd=tmp_path)
     assert_one_line_error(proc, "--out one.jpg", "folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_out_folder_holds_the_json_too_and_the_device_is_chosen_automatically(tmp_path):
+    """`--out DIR/` without `--json`: drawing and JSON both go into DIR, nothing beside the
+    input; the default `--device auto` picks CUDA when there is one, and the summary says which."""
+    import torch
+
+    _copy_inputs(tmp_path, SMALL_PHOTO)
+    proc = run_cli("image", SMALL_PHOTO.name, "--out", "drawn/", "--checkpoint", TINY_CHECKPOINT, "--no-flip", "--scales", "0.25", cwd=tmp_path)
+    assert_ok(proc)
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["000000040083.pose.jpg", "000000040083.pose.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000040083.jpg", "drawn"]
+    data = load_json(tmp_path / "drawn" / "000000040083.pose.json")
+    assert [im["file_name"] for im in data["images"]] == ["../000000040083.jpg"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert "1 image(s) done, 0 failed" in proc.stderr and f"s on {device}" in proc.stderr, describe(proc)

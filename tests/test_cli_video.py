@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from aepose_cli.io.video import VideoSource
+from aepose_cli.io.decode import VideoSource
+
 from cli_helpers import (
     DATA,
     FAST,
@@ -33,6 +34,9 @@ from cli_helpers import (
     poses_by_image,
     run_cli,
 )
+from paths import needs_shared
+
+pytestmark = [pytest.mark.cli, needs_shared]
 
 NTSC_CLIP = DATA / "mmaction2-videos" / "test_video_structuralize.mp4"  # 426x240, 30000/1001 fps
 MMACTION_DEMO = DATA / "mmaction2-videos" / "demo.mp4"  # 340x256, 28 fps
@@ -170,6 +174,16 @@ def test_stride_and_no_video(tmp_path):
     assert [im["frame_index"] for im in images] == list(range(0, 14, 2))  # 28 fps
     times = video_frames(clip, end_s=0.5)
     assert [im["timestamp"] for im in images] == [float(t) for t in times[::2]]
+
+
+def test_out_folder_holds_the_json_too(tmp_path):
+    """`--out DIR/` without `--json`: the MP4 and the JSON both go into DIR."""
+    clip = copy_clip(MMPOSE_DEMO, tmp_path)
+    proc = run_cli("video", clip.name, "--end", "0.3", "--out", "out/", *FAST, cwd=tmp_path)
+    assert_ok(proc)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.pose.json", "demo.pose.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.mp4", "out"]
+    assert [im["frame_index"] for im in load_json(tmp_path / "out" / "demo.pose.json")["images"]] == [0, 1]  # 5 fps
 
 
 def _clip_with_audio(path: Path, frames: int = 20, fps: int = 10, tone_hz: float = 440.0) -> None:

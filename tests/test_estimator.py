@@ -10,10 +10,12 @@ import pytest
 
 from aepose_cli import Pose, PoseEstimator
 from aepose_cli.errors import CheckpointError, ConfigError, InputError
-from aepose_cli.evaluate import oks_nms
 from aepose_cli.keypoints import COCO
+from aepose_cli.oks import oks_nms
 
-from conftest import DATA, GOLDEN, TINY_CHECKPOINT
+from paths import DATA, GOLDEN, TINY_CHECKPOINT, needs_shared
+
+pytestmark = [pytest.mark.slow, needs_shared]
 
 BUS = DATA / "ultralytics-assets" / "bus.jpg"
 ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
@@ -89,3 +91,32 @@ def test_bad_options_and_inputs(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(InputError, match="bad.jpg"):
         _estimator(None).predict(bad)
+
+
+def test_config_and_keywords_merge_instead_of_ignoring_the_keywords():
+    from aepose_cli import InferenceConfig
+
+    config = InferenceConfig(scales=(2.0, 1.0), flip=False, detection_threshold=0.2)
+    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, scales=(1.0,), flip=True, pose_nms=None, progress=False)
+    assert est.config.scales == (1.0,) and est.config.flip is True and est.config.pose_nms is None
+    assert est.config.detection_threshold == 0.2  # from config, not overridden
+    with pytest.raises(TypeError):
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, no_such_option=1, progress=False)
+
+
+def test_building_an_estimator_leaves_global_torch_flags_alone():
+    import torch
+
+    from aepose_cli.engine import _tf32_disabled
+
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        _estimator(None).predict(BUS)
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, progress=False)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with _tf32_disabled():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

@@ -70,6 +70,7 @@ def reorder_like_reference(cands: Candidates, ref_val: np.ndarray, ref_loc: np.n
     return Candidates(cands.val[rows, order], cands.loc[rows, order], cands.tag[rows, order]), problems
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NATIVE, reason="runs in the unpinned child process of test_golden_holds_with_native_kernels")
 @pytest.mark.parametrize("case_file", CASE_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_case_within_kernel_rounding(case_file):
@@ -122,6 +123,7 @@ def test_reordering_is_undone_only_within_near_ties():
     assert reorder_like_reference(wrong, ref_val, ref_loc)[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(NATIVE, reason="this is the parent; the child runs the per-case checks")
 def test_golden_holds_with_native_kernels():
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}

@@ -16,11 +16,14 @@ import torch
 
 from aepose_cli.config import InferenceConfig
 from aepose_cli.engine import InferenceEngine, aggregate_outputs
-from aepose_cli.grouping import adjust, group, match_by_tag, person_scores, poses_from, refine, top_k, to_image_coords
+from aepose_cli.grouping import adjust, group, match_by_tag, person_scores, poses_from, refine, to_image_coords, top_k
 from aepose_cli.keypoints import COCO
 from aepose_cli.model import build_from_checkpoint
 
-from conftest import GOLDEN, SHARED, TINY_CHECKPOINT
+from paths import GOLDEN, SHARED, TINY_CHECKPOINT, require_shared
+
+require_shared()
+pytestmark = pytest.mark.slow
 
 CASE_FILES = sorted((GOLDEN / "cases").glob("*/*.json"))
 

@@ -18,7 +18,10 @@ from aepose_cli.grouping import group, to_image_coords
 from aepose_cli.keypoints import COCO
 from aepose_cli.preprocess import image_geometry
 
-from conftest import GOLDEN
+from paths import GOLDEN, SHARED, require_shared
+
+require_shared()
+pytestmark = pytest.mark.slow
 
 EXPECTED = json.loads((GOLDEN / "grouping" / "expected_predictions.json").read_text())
 CONFIG = InferenceConfig(scales=(1.0,), flip=False, pose_nms=None)
@@ -39,8 +42,6 @@ def test_grouping_matches_reference_exactly(image_id):
     # Original image size is not stored; the geometry only needs base size, centre and scale,
     # which we recompute from the image file to check them too.
     import cv2
-
-    from conftest import SHARED
 
     img = cv2.imread(str(SHARED / "data" / "coco-mini-val2017" / "val2017" / want["file_name"]))
     geometry = image_geometry(img.shape[1], img.shape[0], (1.0,))

@@ -11,7 +11,9 @@ from aepose_cli.errors import CheckpointError
 from aepose_cli.model import AENet, AENetSpec, build_from_checkpoint, load_checkpoint_state, spec_from_state
 from aepose_cli.model.hrnet import HRNetSpec
 
-from conftest import GOLDEN, TINY_CHECKPOINT
+from paths import GOLDEN, TINY_CHECKPOINT, needs_shared
+
+pytestmark = needs_shared
 
 
 def _meta_model(spec: AENetSpec) -> AENet:

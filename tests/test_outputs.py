@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import tracemalloc
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,25 +13,15 @@ from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
 from aepose_cli.errors import ConfigError
-from aepose_cli.io.outputs import (
-    CocoJsonWriter,
-    JsonLinesWriter,
-    atomic_output,
-    atomic_write_bytes,
-    atomic_write_text,
-    dataset_annotation,
-    is_complete,
-    journal_path,
-    resolve_output,
-    write_coco_json,
-    write_image,
-)
+from aepose_cli.io.atomic import atomic_output, atomic_write_bytes, atomic_write_text, write_image
+from aepose_cli.io.coco_json import CocoJsonWriter, dataset_annotation, is_complete, journal_path
+from aepose_cli.io.jsonlines import JsonLinesWriter
+from aepose_cli.io.output_paths import resolve_output
 from aepose_cli.io.sources import read_image
 from aepose_cli.keypoints import COCO, MHP
 from aepose_cli.types import FrameResult, Pose
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
+from paths import SHARED, needs_shared  # noqa: E402
 
 # -- resolve_output ---------------------------------------------------------------------------
 
@@ -109,6 +98,7 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert target.stat().st_mode == reference.stat().st_mode
 
 
+@needs_shared
 def test_write_image_by_extension(tmp_path):
     image = read_image(SHARED / "data/ultralytics-assets/zidane.jpg")
     png = tmp_path / "out" / "z.pose.png"
@@ -206,6 +196,7 @@ def test_visibility_uses_the_drawing_threshold_rule():
     assert ann["keypoints"][2::3] == [2] + [0] * 16
 
 
+@needs_shared
 def test_results_json_loads_with_loadres_and_evaluates(tmp_path):
     """Results style: feed the ground truth back as predictions and get AP 1.0."""
     gt_path = SHARED / "data/mmpose-testdata/coco/test_coco.json"
@@ -242,7 +233,9 @@ def test_video_frames_tracks_and_other_keypoint_sets(tmp_path):
     frames = [_frame(i, 2, timestamp=i / 29.97, with_tracks=True) for i in range(3)]
     for frame in frames:  # an MHP model: 16 joints
         frame.poses = [Pose(p.keypoints[:16], p.score, p.track_id) for p in frame.poses]
-    write_coco_json(out, [(f, f"clip.mp4#{f.index:06d}") for f in frames], MHP, kpt_thr=0.5)
+    with CocoJsonWriter(out, "dataset", MHP, kpt_thr=0.5) as writer:
+        for f in frames:
+            writer.add(f, file_name=f"clip.mp4#{f.index:06d}")
     data = json.loads(out.read_text())
     assert data["images"][1]["frame_index"] == 1
     assert data["images"][1]["timestamp"] == pytest.approx(1 / 29.97)
@@ -322,27 +315,26 @@ def test_memory_stays_flat_for_long_runs(tmp_path):
 # -- JSON lines -------------------------------------------------------------------------------
 
 
-def test_json_lines_writer_and_resume(tmp_path):
+def test_json_lines_writer(tmp_path):
     out = tmp_path / "clip.pose.jsonl"
     frames = [_frame(i, 1, timestamp=i * 0.04, with_tracks=True) for i in range(4)]
     frames[0].timings = {"network": np.float32(0.5)}
     with JsonLinesWriter(out) as writer:
         for frame in frames[:3]:
             writer.add(frame)
-    with open(out, "a") as handle:
-        handle.write('{"index": 3, "sou')  # torn by a crash
     lines = out.read_text().splitlines()
+    assert len(lines) == 3
     first = json.loads(lines[0])
     assert first["timings"] == {"network": 0.5}
     assert first["width"] == 640 and first["timestamp"] == 0.0
     assert np.array_equal(np.asarray(first["poses"][0]["keypoints"], np.float32),
                           frames[0].poses[0].keypoints)
-
-    with JsonLinesWriter(out, resume=True) as writer:
-        assert writer.finished_sources() == {"img0.jpg", "img1.jpg", "img2.jpg"}
+    assert [json.loads(line)["poses"][0]["track_id"] for line in lines] == [f.poses[0].track_id for f in frames[:3]]
+    # A new writer starts the file afresh (a JSON-lines output is not resumable).
+    with JsonLinesWriter(out) as writer:
         writer.add(frames[3])
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    assert [r["index"] for r in records] == [3]
 
 
 def test_json_lines_to_stdout(capsys):

@@ -12,7 +12,8 @@ import pytest
 from aepose_cli.errors import ConfigError, InputError
 from aepose_cli.io.sources import global_index, list_images, parse_shard, read_image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from paths import SHARED, needs_shared  # noqa: E402
+
 BUS = SHARED / "data/ultralytics-assets/bus.jpg"
 ZIDANE = SHARED / "data/ultralytics-assets/zidane.jpg"
 
@@ -20,6 +21,7 @@ ZIDANE = SHARED / "data/ultralytics-assets/zidane.jpg"
 # -- read_image: real files ---------------------------------------------------------------------
 
 
+@needs_shared
 @pytest.mark.parametrize("path", [BUS, ZIDANE, SHARED / "data/mmpose-testdata/mhp/10084.jpg"])
 def test_real_jpegs_decode_exactly_like_opencv(path):
     image = read_image(path)
@@ -27,10 +29,12 @@ def test_real_jpegs_decode_exactly_like_opencv(path):
     assert np.array_equal(image, cv2.imread(str(path), cv2.IMREAD_COLOR))
 
 
+@needs_shared
 def test_bus_has_its_known_size():
     assert read_image(BUS).shape == (1080, 810, 3)
 
 
+@needs_shared
 def test_non_ascii_path(tmp_path):
     target = tmp_path / "фото 写真.jpg"
     shutil.copyfile(BUS, target)
@@ -128,6 +132,7 @@ def test_random_bytes_behind_a_jpeg_header(tmp_path):
         read_image(path)
 
 
+@needs_shared
 @pytest.mark.parametrize("fraction", [0.3, 0.99])
 def test_truncated_jpeg_is_refused(tmp_path, fraction):
     data = BUS.read_bytes()
@@ -138,6 +143,7 @@ def test_truncated_jpeg_is_refused(tmp_path, fraction):
     _assert_input_error(path, "truncated")
 
 
+@needs_shared
 def test_jpeg_with_trailing_bytes_after_the_end_marker_is_fine(tmp_path):
     path = tmp_path / "trailer.jpg"
     # Some cameras append data after the end-of-image marker; that is not a truncation.
@@ -206,6 +212,7 @@ def test_listing_errors(tmp_path, folder):
         list_images(empty)
 
 
+@needs_shared
 def test_real_folder():
     coco = SHARED / "data/coco-mini-val2017/val2017"
     found = list_images(coco)
@@ -228,6 +235,7 @@ def test_shards_partition_the_listing(tmp_path, count):
             assert everything[global_index(local, (i, count))] == path
 
 
+@needs_shared
 def test_parse_shard():
     assert parse_shard("2/4") == (2, 4)
     assert parse_shard(" 1/1 ") == (1, 1)

@@ -261,7 +261,7 @@ def test_wrong_or_replaced_cached_file_is_caught(tmp_path):
     "error",
     [
         ConnectionResetError(104, "Connection reset by peer"),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
         http.client.IncompleteRead(b"partial", 1000),
     ],
     ids=["reset", "timeout", "incomplete-read"],
@@ -307,7 +307,7 @@ def test_connection_closed_early_is_caught_by_content_length(tmp_path):
     [
         urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")),
         urllib.error.HTTPError("https://x", 404, "Not Found", {}, None),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
     ],
     ids=["offline", "http-404", "connect-timeout"],
 )
@@ -400,7 +400,7 @@ def test_models_table_shows_published_ap_and_cache_state(tmp_path):
     cached.write_bytes(b"x")
 
     console = Console(record=True, width=400)
-    console.print(models_table(cache=tmp_path))
+    console.print(models_table(cache=tmp_path, urls=True))
     lines = console.export_text().splitlines()
 
     def row(name: str) -> str:
@@ -409,6 +409,18 @@ def test_models_table_shows_published_ap_and_cache_state(tmp_path):
 
     assert "COCO (17)" in row("hrnet_w32_coco") and "0.654" in row("hrnet_w32_coco")
     assert "0.698" in row("hrnet_w32_coco") and "W32" in row("hrnet_w32_coco")
-    assert "MHP (16)" in row("hrnet_w48_mhp") and f"yes {cached}" in row("hrnet_w48_mhp")
+    assert "MHP (16)" in row("hrnet_w48_mhp") and "yes" in row("hrnet_w48_mhp") and str(cached) in row("hrnet_w48_mhp")
     assert "AIC (14)" in row("hrnet_w32_aic") and "0.318" in row("hrnet_w32_aic")
     assert " no " in row("hrnet_w48_coco") and zoo_model("hrnet_w48_coco").url in row("hrnet_w48_coco")
+
+
+def test_models_table_fits_80_columns_without_urls(tmp_path):
+    console = Console(record=True, width=80)
+    console.print(models_table(cache=tmp_path))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    for model in zoo_models().values():
+        # one line per model, nothing folded: the name and both APs on the same line
+        (line,) = [line for line in text.splitlines() if model.name in line]
+        assert f"{model.ap_single:.3f}" in line and f"{model.ap_multi:.3f}" in line and " no " in line
+    assert "https://" not in text

@@ -1,6 +1,7 @@
 """Image files and folders of images: decoding exactly as the reference does, listing, sharding.
 
-Decoding goes through `cv2.imdecode(np.fromfile(path), IMREAD_COLOR)` (spec §3.1): the pixels are
+Decoding goes through `cv2.imdecode(np.fromfile(path), IMREAD_COLOR)` (what the reference's
+`mmcv.imread` amounts to): the pixels are
 bit-identical to the reference's, non-ASCII paths work on every platform, EXIF orientation is
 applied, alpha is dropped, grayscale and 16-bit images become 8-bit BGR.
 

@@ -20,7 +20,7 @@ class AENetSpec:
     num_joints: int
 
     @classmethod
-    def official(cls, width: int, num_joints: int) -> "AENetSpec":
+    def official(cls, width: int, num_joints: int) -> AENetSpec:
         return cls(HRNetSpec.official(width), num_joints)
 
 
@@ -45,7 +45,7 @@ def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     """Read a checkpoint file safely (weights_only) and return (state_dict, meta).
 
     Accepts mmcv's `{'state_dict', 'meta'}` files and bare state dicts, and strips a leading
-    `module.` as mmcv's loader does (spec §1.5).
+    `module.` as mmcv's loader does (`load_checkpoint` in mmcv/runner/checkpoint.py).
     """
     path = Path(path)
     if not path.is_file():

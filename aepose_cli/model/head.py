@@ -6,11 +6,10 @@ from torch import nn
 
 
 class AEHead(nn.Module):
-    """`AESimpleHead` of the reference with no deconvolutions (spec §1.1)."""
+    """mmpose 0.29's `AESimpleHead` (mmpose/models/heads/ae_simple_head.py) with no deconvolutions."""
 
     def __init__(self, in_channels: int, num_joints: int) -> None:
         super().__init__()
-        self.num_joints = num_joints
         self.final_layer = nn.Conv2d(in_channels, 2 * num_joints, kernel_size=1, bias=True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""HRNet backbone with the exact module names of the official mmpose checkpoints (spec §1.3-§1.4).
+"""HRNet backbone with the exact module names of the official mmpose checkpoints
+(mmpose 0.29, mmpose/models/backbones/hrnet.py).
 
 The architecture is a plain literal (`HRNetSpec`); `HRNetSpec.from_state_dict` reads it back from
 a checkpoint's tensor shapes so any HRNet checkpoint in the mmpose layout loads without naming an
@@ -99,7 +100,7 @@ class HRNetSpec:
     stages: tuple[StageSpec, ...]  # stages 2, 3, 4
 
     @classmethod
-    def official(cls, width: int) -> "HRNetSpec":
+    def official(cls, width: int) -> HRNetSpec:
         """The published w32/w48 layout: widths [W, 2W, 4W, 8W], 1/4/3 modules, 4 blocks."""
         c = (width, 2 * width, 4 * width, 8 * width)
         return cls(
@@ -118,7 +119,7 @@ class HRNetSpec:
         return self.stages[-1].channels[0]
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "backbone.") -> "HRNetSpec":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "backbone.") -> HRNetSpec:
         """Read the architecture back from tensor names and shapes.
 
         Raises KeyError/ValueError when the tensors do not form an HRNet; the caller turns that
@@ -157,7 +158,7 @@ def _indices(state: dict, pattern: str) -> set[int]:
 
 
 class HRModule(nn.Module):
-    """Parallel branches followed by all-to-all fusion (spec §1.3, 'HR module')."""
+    """Parallel branches followed by all-to-all fusion (`HRModule` of mmpose/models/backbones/hrnet.py)."""
 
     def __init__(self, stage: StageSpec, multiscale_output: bool) -> None:
         super().__init__()

@@ -1,0 +1,119 @@
+"""`aepose evaluate`: COCO keypoint AP/AR of a model on annotated images, or of a results file."""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from ..config import InferenceConfig
+from ..console import err_console, out_console, progress, report_failures, stage_table
+from ..errors import ConfigError, InputError
+from .common import ModelChoice, build_estimator
+
+
+def run_evaluate(
+    ann_path: Path, *, images_dir: Path | None, pred_path: Path | None, results_out: str | None,
+    metrics_json: Path | None, max_images: int | None, allow_missing: bool, skip_existing: bool,
+    model: ModelChoice, config: InferenceConfig,
+) -> None:
+    from ..evaluate import evaluate_keypoints, load_annotations, metrics_table
+    from ..keypoints import keypoint_set, keypoint_set_for
+
+    if (images_dir is None) == (pred_path is None):
+        raise ConfigError("give exactly one of --images DIR (run inference) or --pred RESULTS.json")
+    ann = load_annotations(ann_path)
+    ann_k = _annotation_num_joints(ann, ann_path)
+    image_entries = list(ann.get("images", []))
+    if max_images is not None:
+        image_entries = image_entries[:max_images]
+    subset = None
+    if max_images is not None:
+        subset = _subset_annotations(ann, {im["id"] for im in image_entries})
+    if pred_path is not None:
+        kps = keypoint_set(model.keypoints) if model.keypoints else keypoint_set_for(ann_k)
+        if kps.num_joints != ann_k:
+            raise ConfigError(f"--keypoints {kps.name} has {kps.num_joints} joints but {ann_path} has {ann_k}")
+        results_path = pred_path
+        timing = None
+    else:
+        results_path, kps, timing, evaluated = _evaluate_inference(
+            ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing
+        )
+        if len(evaluated) < len(image_entries):
+            # Images skipped by --allow-missing are left out of the score, not counted as misses.
+            subset = _subset_annotations(ann, evaluated)
+    metrics = evaluate_keypoints(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
+    if timing is not None:
+        out_console.print(timing)
+    if metrics_json is not None:
+        from ..io.atomic import atomic_write_text
+
+        atomic_write_text(metrics_json, json.dumps(metrics, indent=2) + "\n")
+        err_console.print(f"wrote {metrics_json}")
+
+
+def _annotation_num_joints(ann: dict, path: Path) -> int:
+    from ..errors import AnnotationError
+
+    for cat in ann.get("categories", []):
+        if cat.get("keypoints"):
+            return len(cat["keypoints"])
+    for a in ann.get("annotations", []):
+        if a.get("keypoints"):
+            return len(a["keypoints"]) // 3
+    raise AnnotationError(f"{path}: no keypoints in any category or annotation")
+
+
+def _subset_annotations(ann: dict, image_ids: set) -> dict:
+    subset = dict(ann)
+    subset["images"] = [im for im in ann["images"] if im["id"] in image_ids]
+    subset["annotations"] = [a for a in ann["annotations"] if a["image_id"] in image_ids]
+    return subset
+
+
+def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing):
+    from ..io.coco_json import CocoJsonWriter
+    from ..io.output_paths import resolve_output
+    from ..io.sources import read_image
+    from ..pipeline import WorkItem, run_pipeline
+
+    if not images_dir.is_dir():
+        raise InputError(f"{images_dir}: image folder not found")
+    present, missing = [], []
+    for im in image_entries:
+        path = images_dir / im["file_name"]
+        (present if path.is_file() else missing).append((im, path))
+    if missing:
+        names = ", ".join(im["file_name"] for im, _ in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        if not allow_missing:
+            raise InputError(f"{images_dir}: {len(missing)} annotated image(s) missing: {names} (use --allow-missing to skip them)")
+        err_console.print(f"[yellow]warning:[/] skipping {len(missing)} image(s) missing from {images_dir}: {names}")
+    estimator = build_estimator(model, config)
+    kps = estimator.keypoints
+    if kps.num_joints != ann_k:
+        raise ConfigError(f"the model predicts {kps.num_joints} keypoints but {ann_path} has {ann_k}")
+    results_path = resolve_output(results_out, ann_path, ".json")
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(CocoJsonWriter(results_path, "results", kps, 0.0, resume=skip_existing))
+        done = writer.finished_sources() if skip_existing else frozenset()
+        todo = [(im, p) for im, p in present if im["file_name"] not in done]
+        items = (
+            WorkItem(index=i, key=im["file_name"], load=(lambda p=p: read_image(p)), extra=im["id"])
+            for i, (im, p) in enumerate(todo)
+        )
+
+        class _ResultsSink:
+            def write(self, item, image, result):
+                writer.add(result, file_name=item.key, image_id=item.extra, key=item.key)
+
+        with progress("img", enabled=len(todo) > 1) as bar:
+            task = bar.add_task("evaluate", total=len(todo))
+            times = run_pipeline(items, estimator, _ResultsSink(), on_progress=lambda n: bar.advance(task, n))
+    err_console.print(f"wrote {results_path} ({len(todo)} image(s) on {config.device})")
+    report_failures(times.failures)
+    if times.failures and not allow_missing:
+        raise InputError(f"{len(times.failures)} image(s) could not be processed; results are incomplete")
+    timing = stage_table(times, "image")
+    failed = {key for key, _ in times.failures}
+    return results_path, kps, timing, {im["id"] for im, _ in present if im["file_name"] not in failed}

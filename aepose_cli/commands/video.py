@@ -1,0 +1,157 @@
+"""`aepose video`: frames from PyAV through the pipeline into an annotated MP4 and JSON.
+
+The writer thread owns everything stateful and ordered: tracking, smoothing, drawing, the
+encoder and the JSON writers, so frames leave in source order whatever the grouping pool does.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DrawConfig
+from ..console import err_console, progress, report_failures, stage_table
+from ..errors import InputError
+from ..estimator import PoseEstimator
+from ..io.coco_json import CocoJsonWriter
+from ..io.decode import VideoSource, source_kind
+from ..io.encode import VideoSink
+from ..io.jsonlines import JsonLinesWriter
+from ..io.output_paths import OutputFlag, names_folder, resolve_output
+from ..pipeline import WorkItem, run_pipeline
+from .common import draw_and_write
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """What `aepose video` writes and which frames it reads.
+
+    `out` / `json_out` follow the output-flag rule of `resolve_output` (None: default file,
+    False: off); `jsonl_out` None is off, '-' is stdout. `smooth` implies `track`.
+    """
+
+    out: OutputFlag = None
+    json_out: OutputFlag = None
+    jsonl_out: str | None = None
+    start: float | None = None
+    end: float | None = None
+    stride: int = 1
+    track: bool = False
+    smooth: bool = False
+    progress: bool = True
+
+
+def run_video(source: str, estimator: PoseEstimator, draw_cfg: DrawConfig, options: VideoOptions) -> None:
+    """Run one video end to end; outputs are kept (and loadable) even if the stream breaks.
+
+    Every writer is entered in one `ExitStack`, so each one's own `__exit__` decides: on
+    success the MP4 and JSON are finalised; on an error or Ctrl-C the MP4 keeps the frames
+    written so far (audio up to the last of them), the COCO journal stays (loadable,
+    resumable) and the JSON lines are flushed.
+    """
+    kind = source_kind(source)
+    local = kind == "file"
+    if local and not Path(source).exists():
+        raise InputError(f"{source}: no such file")
+    # Streams and webcams have no folder of their own: their outputs default to the cwd.
+    anchor = source if local else _stream_stem(source, kind)
+    default_dir = None if local else Path.cwd()
+    json_out = options.json_out
+    if isinstance(options.out, str) and names_folder(options.out):
+        Path(options.out).mkdir(parents=True, exist_ok=True)  # as image and folder runs do
+        if json_out is None:
+            json_out = options.out  # --out DIR holds every output unless --json says otherwise
+    video_path = resolve_output(options.out, anchor, ".mp4", default_dir=default_dir)
+    json_path = resolve_output(json_out, anchor, ".json", default_dir=default_dir)
+    with contextlib.ExitStack() as stack:
+        video_src = stack.enter_context(
+            VideoSource(int(source) if kind == "webcam" else source, start_s=options.start, end_s=options.end, stride=options.stride)
+        )
+        sink = stack.enter_context(VideoSink.for_source(video_path, video_src)) if video_path is not None else None
+        coco = (
+            stack.enter_context(CocoJsonWriter(json_path, "dataset", estimator.keypoints, draw_cfg.kpt_thr))
+            if json_path is not None else None
+        )
+        lines = stack.enter_context(JsonLinesWriter(options.jsonl_out)) if options.jsonl_out else None
+        frame_sink = _FrameSink(
+            estimator, draw_cfg, sink, coco, lines,
+            stem=Path(source).stem if local else _stream_stem(source, kind),
+            track=options.track or options.smooth, smooth=options.smooth,
+            fps=float(video_src.rate) if video_src.rate else 30.0,
+        )
+        total = _expected_frames(video_src, options.start, options.end, options.stride)
+        items = (
+            WorkItem(index=f.index, key=str(f.index), load=(lambda img=f.image_bgr: img), timestamp=f.timestamp_s, extra=f.pts)
+            for f in video_src
+        )
+        with progress("frame", enabled=options.progress) as bar:
+            task = bar.add_task(Path(str(source)).name[:40], total=total)
+            times = run_pipeline(items, estimator, frame_sink, on_progress=lambda n: bar.advance(task, n))
+    written = sink.close() if sink is not None else None  # already finished: returns its path
+    if sink is not None and sink.note:
+        err_console.print(f"note: {sink.note}")
+    err_console.print(stage_table(times, "frame"))
+    fps = times.items / times.wall if times.wall > 0 else 0.0
+    err_console.print(f"{times.items} frame(s) in {times.wall:.1f} s ({fps:.2f} fps) on {estimator.config.device}")
+    for path in (written, json_path):
+        if path is not None:
+            err_console.print(f"wrote {path}")
+    report_failures(times.failures)
+    if video_src.error:
+        print(f"aepose: error: {video_src.error}; every frame before it was written", file=sys.stderr)
+        sys.exit(1)
+
+
+def _stream_stem(source: str, kind: str) -> str:
+    if kind == "webcam":
+        return f"webcam{source}"
+    tail = source.rstrip("/").rsplit("/", 1)[-1] or "stream"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in tail.split("?")[0]) or "stream"
+
+
+def _expected_frames(src: VideoSource, start, end, stride) -> int | None:
+    count = src.frame_count
+    rate = src.rate
+    if count is None:
+        return None
+    first = int(round((start or 0) * float(rate))) if rate and start else 0
+    last = min(count, int(round(end * float(rate)))) if rate and end else count
+    return max(0, (last - first + stride - 1) // stride)
+
+
+class _FrameSink:
+    """Tracking, smoothing, drawing, encoding and JSON for each frame, in source order."""
+
+    def __init__(self, estimator, draw_cfg, video_sink, coco, lines, *, stem, track, smooth, fps: float = 30.0) -> None:
+        self.keypoints = estimator.keypoints
+        self.draw_cfg = draw_cfg
+        self.video_sink = video_sink
+        self.coco = coco
+        self.lines = lines
+        self.stem = stem
+        self.tracker = None
+        self.smoother = None
+        if track:
+            from ..tracking import PoseTracker
+
+            self.tracker = PoseTracker(self.keypoints)
+        if smooth:
+            from ..tracking import KeypointSmoother
+
+            self.smoother = KeypointSmoother(fps=fps)
+
+    def write(self, item, image, result) -> None:
+        if self.tracker is not None:
+            result.poses = self.tracker.update(result.poses)
+        if self.smoother is not None and result.timestamp is not None:
+            result.poses = self.smoother.update(result.poses, result.timestamp)
+        if self.video_sink is not None:
+            draw_and_write(
+                lambda drawn: self.video_sink.write(drawn, item.extra),
+                image, result.poses, self.keypoints, self.draw_cfg, result.timings,
+            )
+        if self.coco is not None:
+            self.coco.add(result, file_name=f"{self.stem}_{item.index:06d}.jpg", image_id=item.index + 1, key=item.key)
+        if self.lines is not None:
+            self.lines.add(result)

@@ -1,0 +1,75 @@
+"""Everything the commands print: progress bars, stage tables, the failure report.
+
+rich is imported here and nowhere else in the command path, so the library (`import aepose_cli`)
+never loads it. Results go to stdout only where a command promises them (tables of `models` and
+`evaluate`); progress, notes and reports go to stderr, which may be shared with JSON on stdout.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from .pipeline import STAGES, StageTimes
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"-- {self.unit}/s", style="progress.data.speed")
+
+
+def progress(unit: str, enabled: bool = True) -> Progress:
+    """A progress bar on stderr: done/total, items per second, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def report_failures(failures: Sequence[tuple[str, str]]) -> None:
+    """The inputs that failed, one line each (each reason already names its file)."""
+    if not failures:
+        return
+    err_console.print(f"[bold red]{len(failures)} input(s) failed:[/]")
+    for _key, reason in failures:
+        click.echo(f"  {reason}", err=True)
+
+
+def stage_table(times: StageTimes, unit: str) -> Table:
+    """Mean milliseconds per item of every stage that ran, and of the wall clock."""
+    n = max(times.items, 1)
+    stages = [s for s in STAGES if s in times.totals]
+    table = Table(title=f"per-{unit} stage times (ms, mean over {n})")
+    for stage in stages:
+        table.add_column(stage, justify="right")
+    table.add_column("wall", justify="right")
+    table.add_row(*[f"{1000 * times.totals[s] / n:.1f}" for s in stages], f"{1000 * times.wall / n:.1f}")
+    return table
