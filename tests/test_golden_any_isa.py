@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_golden_cases import CASE_FILES, _config, _maps
 
 from aepose_cli.grouping import Candidates, Grouped, adjust, match_by_tag, person_scores, poses_from, refine, top_k
 from aepose_cli.keypoints import COCO
 
 from conftest import onednn_isa
-from test_golden_cases import CASE_FILES, _config, _maps
 
 TIE = 1e-5
 NATIVE = os.environ.get("AEPOSE_TEST_NATIVE_ISA") == "1"
