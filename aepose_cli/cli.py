@@ -389,14 +389,19 @@ class _ImageSink:
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Only the first N images of the annotation file (a quick check).")
 @click.option("--allow-missing", is_flag=True, help="Skip images missing from --images with a warning (and leave them out of the score) instead of failing.")
 @click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Resume an interrupted inference run.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write an error-diagnosis report (index.html, plots, analysis.json) into this folder; needs aepose-cli[report].")
 @model_options
-def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, **opts) -> None:
+def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, report_dir, **opts) -> None:
     """COCO keypoint AP/AR exactly as the reference evaluator computes it."""
-    from .evaluate import evaluate_keypoints, metrics_table
+    from .evaluate import evaluate_keypoints_detailed, metrics_table
     from .keypoints import keypoint_set, keypoint_set_for
 
     if (images_dir is None) == (pred_path is None):
         raise ConfigError("give exactly one of --images DIR (run inference) or --pred RESULTS.json")
+    if report_dir is not None:
+        from .report import check_report_dir, write_report
+
+        check_report_dir(report_dir, [ann_path, pred_path, results_out, metrics_json])
     ann = _load_annotations(ann_path)
     ann_k = _annotation_num_joints(ann, ann_path)
     image_entries = list(ann.get("images", []))
@@ -417,7 +422,8 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
             subset = _subset_annotations(ann, evaluated)
-    metrics = evaluate_keypoints(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    evaluation = evaluate_keypoints_detailed(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    metrics = evaluation.metrics
     Console().print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
     if timing is not None:
         Console().print(timing)
@@ -426,6 +432,9 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 
         atomic_write_text(metrics_json, json.dumps(metrics, indent=2) + "\n")
         err_console.print(f"wrote {metrics_json}")
+    if report_dir is not None:
+        write_report(report_dir, evaluation, subset if subset is not None else ann_path, results_path, kps, title=f"aepose evaluate: {Path(results_path).name} vs {Path(ann_path).name}")
+        err_console.print(f"wrote {report_dir / 'index.html'}")
 
 
 def _load_annotations(path: Path) -> dict:
