@@ -292,7 +292,7 @@ def _plot_error_curves(figure, data, area, recall):
 
         ax.legend(
             handles=[Patch(facecolor=c, edgecolor="k", label=l) for c, l in reversed(handles)],
-            loc="lower left", fontsize=8,
+            loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8,
         )
     return fig
 
