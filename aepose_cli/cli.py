@@ -188,8 +188,9 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Only the first N images of the annotation file (a quick check).")
 @click.option("--allow-missing", is_flag=True, help="Skip images missing from --images with a warning (and leave them out of the score) instead of failing.")
 @click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Resume an interrupted inference run.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write an error-diagnosis report (index.html, plots, analysis.json) into this folder; needs aepose-cli[report].")
 @model_options
-def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, **opts) -> None:
+def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, report_dir, **opts) -> None:
     """COCO keypoint AP/AR exactly as the reference evaluator computes it."""
     from .commands.evaluate import run_evaluate
 
@@ -199,7 +200,7 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
     run_evaluate(
         ann_path, images_dir=images_dir, pred_path=pred_path, results_out=results_out,
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
-        skip_existing=skip_existing, model=model, config=config,
+        skip_existing=skip_existing, model=model, config=config, report_dir=report_dir,
     )
 
 

@@ -40,3 +40,9 @@ class AnnotationError(AeposeError):
     """A COCO annotation or results file is unusable for evaluation."""
 
     exit_code = 2
+
+
+class MissingDependencyError(AeposeError):
+    """An optional extra needed by the requested feature is not installed."""
+
+    exit_code = 2

@@ -105,6 +105,7 @@ class _Detections:
     keypoints: np.ndarray  # [D, K, 3]
     score: np.ndarray  # [D]
     area: np.ndarray  # [D] as loadRes sets it
+    source: np.ndarray  # [D] index of the detection in the results list
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,17 @@ def evaluate_keypoints(
     metrics keyed by `METRIC_NAMES`, -1.0 where no GT falls in a range. An empty results list
     scores 0 everywhere, as mmpose's evaluation reports it without calling the evaluator.
     """
+    return evaluate_keypoints_detailed(annotations, results, sigmas, use_area, max_dets).metrics
+
+
+def evaluate_keypoints_detailed(
+    annotations: Mapping[str, Any] | str | Path,
+    results: Sequence[Mapping[str, Any]] | str | Path,
+    sigmas: Sequence[float] | np.ndarray,
+    use_area: bool = True,
+    max_dets: int = 20,
+) -> Evaluation:
+    """`evaluate_keypoints` that also returns the accumulated precision and recall arrays."""
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
     dataset = _load_dataset(annotations)
@@ -145,16 +157,47 @@ def evaluate_keypoints(
             f"{dataset.name}: annotations have K={dataset.num_joints} keypoints but "
             f"{sigmas_array.size} sigmas were given"
         )
+    return _evaluate_loaded(dataset, results, sigmas_array, use_area, max_dets)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The ten metrics and the accumulated arrays they were summarised from.
+
+    `precision` is [T, R, C, A] (OKS thresholds `OKS_THRESHOLDS`, recall thresholds
+    `RECALL_THRESHOLDS`, categories, area ranges `AREA_RANGES`), `recall` [T, C, A]; -1 where a
+    category/range has no GT, as COCOeval's `eval['precision']` without the maxDets axis.
+    Both are None for an empty results list (all metrics 0).
+    """
+
+    metrics: dict[str, float]
+    precision: np.ndarray | None
+    recall: np.ndarray | None
+
+
+OKS_THRESHOLDS = _IOU_THRESHOLDS
+RECALL_THRESHOLDS = _RECALL_THRESHOLDS
+AREA_RANGES = _AREA_RANGES
+
+
+def _evaluate_loaded(
+    dataset: _Dataset,
+    results: Sequence[Mapping[str, Any]] | str | Path,
+    sigmas: np.ndarray,
+    use_area: bool,
+    max_dets: int,
+) -> Evaluation:
+    """`evaluate_keypoints` on a loaded dataset, keeping the precision and recall arrays."""
     result_list, results_name = _load_results(results)
     if not result_list:
-        return {name: 0.0 for name in METRIC_NAMES}
+        return Evaluation({name: 0.0 for name in METRIC_NAMES}, None, None)
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     category_index = {cat_id: i for i, cat_id in enumerate(dataset.category_ids)}
     num_images = len(dataset.image_ids)
     gts = _ground_truth(dataset, image_index, category_index, use_area)
     dts = _detections(result_list, results_name, dataset, image_index, category_index, max_dets)
-    precision, recall = _accumulate(gts, dts, sigmas_array, len(category_index), num_images)
-    return _summarize(precision, recall)
+    precision, recall = _accumulate(gts, dts, sigmas, len(category_index), num_images)
+    return Evaluation(_summarize(precision, recall), precision, recall)
 
 
 def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint evaluation") -> Table:
@@ -351,6 +394,7 @@ def _detections(
         keypoints=keypoints[chosen],
         score=scores[chosen],
         area=area[chosen],
+        source=chosen,
     )
 
 
@@ -490,13 +534,20 @@ class _Bucket:
     ids: np.ndarray  # [B, W] GT annotation ids
 
 
-def _match(gts: _GroundTruth, dts: _Detections, pairs: _Pairs) -> _Matches:
+def _match(
+    gts: _GroundTruth,
+    dts: _Detections,
+    pairs: _Pairs,
+    area_ranges: Sequence[tuple[str, float, float]] = _AREA_RANGES,
+    thresholds: np.ndarray = _MATCH_THRESHOLDS,
+) -> _Matches:
     """Greedy matching of every image at once, rank by rank (sequential only within an image).
 
     Groups are padded to a power-of-two GT count so that one crowded image does not inflate
-    the tables of all the others.
+    the tables of all the others. `area_ranges` and `thresholds` default to the evaluator's;
+    the error analysis (`aepose_cli.analysis`) passes its own.
     """
-    shape = (len(_AREA_RANGES), len(_MATCH_THRESHOLDS), len(dts.group))
+    shape = (len(area_ranges), len(thresholds), len(dts.group))
     gt_id = np.full(shape, -1, dtype=np.int64)
     ignored = np.zeros(shape, dtype=bool)
     groups, group_of_det = np.unique(dts.group, return_inverse=True)
@@ -505,13 +556,13 @@ def _match(gts: _GroundTruth, dts: _Detections, pairs: _Pairs) -> _Matches:
     width = np.where(gt_count > 0, 2 ** np.ceil(np.log2(np.maximum(gt_count, 1))), 0).astype(
         np.int64
     )
-    gt_ignore = _gt_ignore_by_range(gts)
+    gt_ignore = _gt_ignore_by_range(gts, area_ranges)
     for pad in np.unique(width[width > 0]):
         members = np.flatnonzero(width == pad)
         bucket = _bucket(
             members, int(pad), gts, dts, pairs, group_of_det, gt_first, gt_count, gt_ignore
         )
-        matched, matched_ignored = _greedy_match(bucket)  # [A, B, T, R]
+        matched, matched_ignored = _greedy_match(bucket, thresholds)  # [A, B, T, R]
         present = np.broadcast_to(bucket.detection[None, :, None, :] >= 0, matched.shape)
         a_idx, b_idx, t_idx, r_idx = np.nonzero(present)
         det = bucket.detection[b_idx, r_idx]
@@ -520,10 +571,12 @@ def _match(gts: _GroundTruth, dts: _Detections, pairs: _Pairs) -> _Matches:
     return _Matches(gt_id, ignored)
 
 
-def _gt_ignore_by_range(gts: _GroundTruth) -> np.ndarray:
+def _gt_ignore_by_range(
+    gts: _GroundTruth, area_ranges: Sequence[tuple[str, float, float]] = _AREA_RANGES
+) -> np.ndarray:
     """[A, G]: ignored GT per area range (ignore flag or area outside the range)."""
-    low = np.array([r[1] for r in _AREA_RANGES])[:, None]
-    high = np.array([r[2] for r in _AREA_RANGES])[:, None]
+    low = np.array([r[1] for r in area_ranges])[:, None]
+    high = np.array([r[2] for r in area_ranges])[:, None]
     area = gts.range_area[None, :]
     return gts.ignore[None, :] | (area < low) | (area > high)
 
@@ -567,18 +620,20 @@ def _bucket(
     )
 
 
-def _greedy_match(bucket: _Bucket) -> tuple[np.ndarray, np.ndarray]:
+def _greedy_match(
+    bucket: _Bucket, match_thresholds: np.ndarray = _MATCH_THRESHOLDS
+) -> tuple[np.ndarray, np.ndarray]:
     """xtcocotools' `evaluateImg` matching for all groups, ranges and thresholds at once.
 
     Returns the matched GT id (-1 if none) and whether that GT is ignored, [A, B, T, R].
     """
     num_ranges, num_groups, pad = bucket.ignore.shape
     ranks = bucket.detection.shape[1]
-    shape = (num_ranges, num_groups, len(_MATCH_THRESHOLDS))
+    shape = (num_ranges, num_groups, len(match_thresholds))
     matched = np.full((*shape, ranks), -1, dtype=np.int64)
     matched_ignored = np.zeros((*shape, ranks), dtype=bool)
     taken = np.zeros((*shape, pad), dtype=bool)
-    thresholds = _MATCH_THRESHOLDS[None, None, :, None]
+    thresholds = match_thresholds[None, None, :, None]
     ignore = bucket.ignore[:, :, None, :]
     exists = bucket.exists[None, :, None, :]
     crowd = bucket.crowd[None, :, None, :]
@@ -644,14 +699,14 @@ def _precision_recall(
     """Interpolated precision at the recall thresholds [T, R] and final recall [T]."""
     tp_sum = np.cumsum(np.logical_and(matched_gt >= 0, ~ignored), axis=1).astype(np.float64)
     fp_sum = np.cumsum(np.logical_and(matched_gt < 0, ~ignored), axis=1).astype(np.float64)
-    num_dets = tp_sum.shape[1]
-    precision = np.zeros((len(_IOU_THRESHOLDS), len(_RECALL_THRESHOLDS)))
+    num_thr, num_dets = tp_sum.shape
+    precision = np.zeros((num_thr, len(_RECALL_THRESHOLDS)))
     if num_dets == 0:
-        return precision, np.zeros(len(_IOU_THRESHOLDS))
+        return precision, np.zeros(num_thr)
     rc = tp_sum / num_gt
     pr = tp_sum / (fp_sum + tp_sum + _EPS)
     envelope = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-    for t in range(len(_IOU_THRESHOLDS)):
+    for t in range(num_thr):
         index = np.searchsorted(rc[t], _RECALL_THRESHOLDS, side="left")
         inside = index < num_dets
         precision[t, inside] = envelope[t, index[inside]]

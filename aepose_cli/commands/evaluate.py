@@ -14,13 +14,19 @@ from .common import ModelChoice, build_estimator
 def run_evaluate(
     ann_path: Path, *, images_dir: Path | None, pred_path: Path | None, results_out: str | None,
     metrics_json: Path | None, max_images: int | None, allow_missing: bool, skip_existing: bool,
-    model: ModelChoice, config: InferenceConfig,
+    model: ModelChoice, config: InferenceConfig, report_dir: Path | None = None,
 ) -> None:
-    from ..evaluate import evaluate_keypoints, load_annotations, metrics_table
+    from ..evaluate import evaluate_keypoints_detailed, load_annotations, metrics_table
     from ..keypoints import keypoint_set, keypoint_set_for
 
     if (images_dir is None) == (pred_path is None):
         raise ConfigError("give exactly one of --images DIR (run inference) or --pred RESULTS.json")
+    if report_dir is not None:
+        # Before any inference: a missing matplotlib or a report folder that holds an input
+        # fails now, not after minutes of work.
+        from ..report import check_report_dir
+
+        check_report_dir(report_dir, [ann_path, pred_path, results_out, metrics_json])
     ann = load_annotations(ann_path)
     ann_k = _annotation_num_joints(ann, ann_path)
     image_entries = list(ann.get("images", []))
@@ -42,7 +48,8 @@ def run_evaluate(
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
             subset = _subset_annotations(ann, evaluated)
-    metrics = evaluate_keypoints(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    evaluation = evaluate_keypoints_detailed(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    metrics = evaluation.metrics
     out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
     if timing is not None:
         out_console.print(timing)
@@ -51,6 +58,14 @@ def run_evaluate(
 
         atomic_write_text(metrics_json, json.dumps(metrics, indent=2) + "\n")
         err_console.print(f"wrote {metrics_json}")
+    if report_dir is not None:
+        from ..report import write_report
+
+        write_report(
+            report_dir, evaluation, subset if subset is not None else ann_path, results_path, kps,
+            title=f"aepose evaluate: {Path(results_path).name} vs {Path(ann_path).name}",
+        )
+        err_console.print(f"wrote {report_dir / 'index.html'}")
 
 
 def _annotation_num_joints(ann: dict, path: Path) -> int:
