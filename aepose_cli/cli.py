@@ -59,6 +59,19 @@ def model_options(func):
     ]
     for option in reversed(options):
         func = option(func)
+    return backend_options(func)
+
+
+def backend_options(func):
+    """`--backend` and `--threads`: who runs the network (aepose_cli.backends) and on how many threads."""
+    from .backends import BACKEND_CHOICES
+
+    options = [
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (~1.7x faster on CPU, float rounding may flip near-ties); auto: the fastest installed (onnxruntime on CPU, torch on CUDA). README 'Speed'."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
     return func
 
 
@@ -108,6 +121,8 @@ def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> Inferen
         device=_device(opts["device"]),
         precision=opts["precision"],
         batch_size=opts["batch_size"],
+        backend=opts["backend"],
+        threads=opts["threads"],
     )
 
 
@@ -118,6 +133,10 @@ def _draw_config(opts: dict) -> DrawConfig:
 def _estimator(opts: dict, config: InferenceConfig):
     from .estimator import PoseEstimator
 
+    if opts.get("threads"):
+        import torch
+
+        torch.set_num_threads(opts["threads"])  # the CLI owns the process; the library does not
     return PoseEstimator(
         opts["model_name"], opts["checkpoint"], keypoints=opts["keypoints"], config=config, progress=True
     )
@@ -506,6 +525,27 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     timing = _stage_table(times, "image")
     failed = {key for key, _ in times.failures}
     return results_path, kps, timing, {im["id"] for im, _ in present if im["file_name"] not in failed}
+
+
+# -- export ----------------------------------------------------------------------------------
+@cli.command("export")
+@click.option("--model", "model_name", default=None, help="Zoo model to export (default hrnet_w32_coco).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout) to export.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True, help="File format of the network.")
+@click.option("--opset", type=click.IntRange(min=1), default=None, help="ONNX opset (default 17).")
+@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width (the default).")
+@click.option("--static", "static", default=None, metavar="H,W", help="Fixed input [1, 3, H, W] instead (multiples of 32).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="File to write (atomically).")
+def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
+    """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
+    from .commands.export import parse_static, run_export
+
+    if dynamic and static is not None:
+        raise ConfigError("--dynamic and --static contradict each other")
+    static_hw = parse_static(static)
+    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw)
+    shape = "[N, 3, H, W]" if static_hw is None else f"[1, 3, {static_hw[0]}, {static_hw[1]}]"
+    err_console.print(f"wrote {path}: input 'image' {shape} (RGB, normalised), output 'maps' [N, 2K, H/4, W/4] (heatmaps then tags; README 'Export')")
 
 
 # -- video -----------------------------------------------------------------------------------

@@ -40,3 +40,9 @@ class AnnotationError(AeposeError):
     """A COCO annotation or results file is unusable for evaluation."""
 
     exit_code = 2
+
+
+class BackendError(AeposeError):
+    """A network backend cannot be used: its package is missing, or the model cannot be exported to it."""
+
+    exit_code = 5
