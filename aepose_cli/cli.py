@@ -67,7 +67,7 @@ def backend_options(func):
     from .backends import BACKEND_CHOICES
 
     options = [
-        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (~1.7x faster on CPU, float rounding may flip near-ties); auto: the fastest installed (onnxruntime on CPU, torch on CUDA). README 'Speed'."),
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (~1.6x faster on CPU; their rounding can flip near-ties); auto: the fastest installed (onnxruntime on CPU, torch on CUDA). README 'Speed'."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
     ]
     for option in reversed(options):
