@@ -52,6 +52,18 @@ def model_options(func):
     ]
     for option in reversed(options):
         func = option(func)
+    return backend_options(func)
+
+
+def backend_options(func):
+    """`--backend` and `--threads`: who runs the network (aepose_cli.backends) and on how many threads."""
+    options = [
+        # Literal choices (aepose_cli.backends.BACKEND_CHOICES): declaring options must not import torch.
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (onnxruntime on CPU, torch on CUDA). README 'Speed'."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
     return func
 
 
@@ -101,6 +113,8 @@ def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> Inferen
         device=_device(opts["device"]),
         precision=opts["precision"],
         batch_size=opts["batch_size"],
+        backend=opts["backend"],
+        threads=opts["threads"],
     )
 
 
@@ -202,6 +216,27 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
         skip_existing=skip_existing, model=model, config=config, report_dir=report_dir,
     )
+
+
+# -- export ----------------------------------------------------------------------------------
+@cli.command("export")
+@click.option("--model", "model_name", default=None, help="Zoo model to export (default hrnet_w32_coco).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout) to export.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True, help="File format of the network.")
+@click.option("--opset", type=click.IntRange(min=1), default=None, help="ONNX opset (default 17).")
+@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width (the default).")
+@click.option("--static", "static", default=None, metavar="H,W", help="Fixed input [1, 3, H, W] instead (multiples of 32).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="File to write (atomically).")
+def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
+    """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
+    from .commands.export import parse_static, run_export
+
+    if dynamic and static is not None:
+        raise ConfigError("--dynamic and --static contradict each other")
+    static_hw = parse_static(static)
+    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw)
+    shape = "[N, 3, H, W]" if static_hw is None else f"[1, 3, {static_hw[0]}, {static_hw[1]}]"
+    err_console.print(f"wrote {path}: input 'image' {shape} (RGB, normalised), output 'maps' [N, 2K, H/4, W/4] (heatmaps then tags; README 'Export')")
 
 
 # -- video -----------------------------------------------------------------------------------

@@ -33,6 +33,11 @@ class InferenceConfig:
     precision: str = "fp32"
     # Images per network pass (flip test doubles the samples); equal sizes only.
     batch_size: int = 4
+    # Who runs the network (aepose_cli.backends): "torch" (exact), "onnxruntime", "openvino", or
+    # "auto" (ONNX Runtime on CPU when installed, torch otherwise and on CUDA).
+    backend: str = "torch"
+    # Threads of the ONNX Runtime / OpenVINO network; None: as many as torch uses.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.scales:
@@ -50,6 +55,10 @@ class InferenceConfig:
             raise ConfigError("--max-people must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
+        if self.backend not in ("auto", "torch", "onnxruntime", "openvino"):
+            raise ConfigError(f"--backend must be one of auto, torch, onnxruntime, openvino, got {self.backend!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("--threads must be at least 1")
         if self.pose_nms is not None and not 0 < self.pose_nms <= 1:
             raise ConfigError("--pose-nms must be in (0, 1]")
 

@@ -9,13 +9,13 @@ descending order and divided by their count; tags come from the scale-1 pass onl
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backends import NetworkBackend, create_backend, resolve_backend
 from .config import InferenceConfig
 from .keypoints import KeypointSet
 from .model import AENet
@@ -54,42 +54,42 @@ def resolve_device(name: str) -> torch.device:
 
 
 class InferenceEngine:
-    """Runs the network on batches of same-size images and aggregates its outputs."""
+    """Runs the network on batches of same-size images and aggregates its outputs.
 
-    def __init__(self, model: AENet, keypoints: KeypointSet, config: InferenceConfig) -> None:
+    The network call itself belongs to a backend (`aepose_cli.backends`, chosen by
+    `config.backend`); `checkpoint_sha256` names the weights for the ONNX cache of the
+    ONNX Runtime / OpenVINO backends (without it their graph is exported and not kept).
+    An already built `backend` of the same model may be passed to share one session between
+    engines of different settings (it must be the one `config.backend` resolves to).
+    """
+
+    def __init__(
+        self,
+        model: AENet,
+        keypoints: KeypointSet,
+        config: InferenceConfig,
+        *,
+        checkpoint_sha256: str | None = None,
+        backend: NetworkBackend | None = None,
+    ) -> None:
         self.config = config
         self.keypoints = keypoints
         self.device = resolve_device(config.device)
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
+        self.backend_name = resolve_backend(config.backend, self.device, config.precision)
+        if backend is not None and backend.name != self.backend_name:
+            raise ValueError(f"backend {backend.name!r} given, but config.backend resolves to {self.backend_name!r}")
+        self.backend = backend if backend is not None else create_backend(
+            self.backend_name, self.model, device=self.device, precision=config.precision,
+            threads=config.threads, checkpoint_sha256=checkpoint_sha256,
+        )
         self.flip_index = torch.tensor(keypoints.flip_index, dtype=torch.long, device=self.device)
 
     # -- network -------------------------------------------------------------------------
-    def _exact_math(self):
-        """fp32 on CUDA: TF32 off for the forward pass only, then the caller's settings back.
-
-        cuDNN's default TF32 convolutions differ from the reference's float32 ones by ~1e-3,
-        enough to move peaks; the flags are process-wide, so they are restored afterwards
-        rather than changed for the whole program.
-        """
-        if self.device.type != "cuda" or self.config.precision != "fp32":
-            return contextlib.nullcontext()
-        return _tf32_disabled()
-
-    def _autocast(self):
-        if self.config.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.config.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     @torch.inference_mode()
     def network(self, batch: torch.Tensor) -> torch.Tensor:
-        """Forward `[N, 3, H, W]` -> `[N, 2K, H/4, W/4]` float32 in one pass.
-
-        Eval-mode BatchNorm makes samples independent; on CPU a sample's numbers do not depend
-        on its batch partners, though batch size 1 takes another kernel path (~1e-6 apart).
-        """
-        with self._exact_math(), self._autocast():
-            return self.model(batch.to(self.device, non_blocking=True)).float()
+        """Forward `[N, 3, H, W]` -> `[N, 2K, H/4, W/4]` float32 in one pass (by the backend)."""
+        return self.backend(batch)
 
     # -- whole images --------------------------------------------------------------------
     def prepare(self, image_bgr: np.ndarray) -> tuple[ImageGeometry, list[torch.Tensor]]:
@@ -132,17 +132,6 @@ class InferenceEngine:
                 results[i] = maps
                 raws[i] = raw
         return (results, raws) if keep_raw else results
-
-
-@contextlib.contextmanager
-def _tf32_disabled():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def aggregate_outputs(

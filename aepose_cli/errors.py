@@ -46,3 +46,9 @@ class MissingDependencyError(AeposeError):
     """An optional extra needed by the requested feature is not installed."""
 
     exit_code = 2
+
+
+class BackendError(AeposeError):
+    """A network backend cannot be used: its package is missing, or the model cannot be exported to it."""
+
+    exit_code = 5

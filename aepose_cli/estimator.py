@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import resolve_backend
+from .backends.onnx_export import checkpoint_sha256
 from .config import InferenceConfig
-from .engine import AggregatedMaps, InferenceEngine
+from .engine import AggregatedMaps, InferenceEngine, resolve_device
 from .errors import CheckpointError
 from .grouping import group, poses_from
 from .io.sources import read_image
@@ -36,6 +38,11 @@ def load_model(
     The architecture comes from the checkpoint's tensors; K selects the keypoint set unless
     `keypoints` names one, in which case K must agree.
     """
+    net, kps, zoo_entry, _ = _load_model_and_path(model, checkpoint, keypoints, progress=progress)
+    return net, kps, zoo_entry
+
+
+def _load_model_and_path(model, checkpoint, keypoints, *, progress: bool):
     path, zoo_entry = resolve_checkpoint(model, checkpoint, progress=progress)
     net, _ = build_from_checkpoint(path)
     if keypoints is None:
@@ -47,7 +54,7 @@ def load_model(
             f"{path}: checkpoint predicts {net.num_joints} keypoints but the keypoint set "
             f"'{kps.name}' has {kps.num_joints}"
         )
-    return net, kps, zoo_entry
+    return net, kps, zoo_entry, path
 
 
 class PoseEstimator:
@@ -59,7 +66,8 @@ class PoseEstimator:
     `model` names a zoo model (downloaded and cached on first use); `checkpoint` loads a local
     file and never touches the network. `config` is a whole `InferenceConfig`; `device`,
     `scales`, `flip` and any other keyword naming a field of it (e.g. `pose_nms=None`,
-    `refine=False`, `precision="fp16"`) override that field, of `config` when one is given.
+    `refine=False`, `precision="fp16"`, `backend="onnxruntime"`, `threads=2`) override that
+    field, of `config` when one is given.
     """
 
     def __init__(
@@ -83,8 +91,11 @@ class PoseEstimator:
             overrides["flip"] = flip
         config = replace(config, **overrides) if config is not None else InferenceConfig(**overrides)
         self.config = config
-        net, self.keypoints, self.zoo_model = load_model(model, checkpoint, keypoints, progress=progress)
-        self.engine = InferenceEngine(net, self.keypoints, config)
+        net, self.keypoints, self.zoo_model, path = _load_model_and_path(model, checkpoint, keypoints, progress=progress)
+        sha256 = None
+        if resolve_backend(config.backend, resolve_device(config.device), config.precision) != "torch":
+            sha256 = checkpoint_sha256(path)  # names the cached ONNX graph of these weights
+        self.engine = InferenceEngine(net, self.keypoints, config, checkpoint_sha256=sha256)
 
     # -- stages ----------------------------------------------------------------------------
     def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:

@@ -1,6 +1,6 @@
 """Video pipeline throughput and memory (issue: end-to-end >= 90% of network-only on CPU).
 
-    python benchmarks/bench_video.py throughput [--frames 100] [--model w32|tiny] [--no-flip]
+    python benchmarks/bench_video.py throughput [--frames 100] [--model w32|tiny] [--no-flip] [--backend torch|onnxruntime|...]
     python benchmarks/bench_video.py memory [--model tiny] [--scale 0.5]
 
 throughput: on the first N frames of opencv's vtest.avi (768x576), runs
@@ -49,7 +49,7 @@ def throughput(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = _checkpoint(args.model, tmp)
-        est = PoseEstimator(checkpoint=ckpt, flip=not args.no_flip, batch_size=args.batch_size, progress=False)
+        est = PoseEstimator(checkpoint=ckpt, flip=not args.no_flip, batch_size=args.batch_size, backend=args.backend, progress=False)
         with VideoSource(VIDEO) as src:
             rate = float(src.rate)
             frames = []
@@ -72,7 +72,7 @@ def throughput(args) -> None:
         run_video(str(VIDEO), est, _draw(), options)
         e2e_s = time.perf_counter() - t0
         n_json = len(json.loads((tmp / "out.json").read_text())["images"])
-    table = Table(title=f"vtest.avi, {args.frames} frames, model {args.model}, flip {not args.no_flip}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    table = Table(title=f"vtest.avi, {args.frames} frames, model {args.model}, flip {not args.no_flip}, batch {args.batch_size}, backend {est.engine.backend_name}, torch threads {torch.get_num_threads()}")
     for col in ("network-only fps", "end-to-end fps", "end-to-end / network-only", "frames in JSON"):
         table.add_column(col, justify="right")
     table.add_row(f"{args.frames / network_s:.3f}", f"{args.frames / e2e_s:.3f}", f"{100 * network_s / e2e_s:.1f}%", str(n_json))
@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--model", choices=("w32", "tiny"), default="w32")
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "openvino", "auto"), default="torch", help="network backend (default: the CLI's default, torch)")
     m = sub.add_parser("memory")
     m.add_argument("--model", choices=("w32", "tiny"), default="tiny")
     m.add_argument("--scale", type=float, default=0.5)

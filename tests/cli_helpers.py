@@ -33,7 +33,9 @@ FAST = [*MODEL, "--no-flip", "--scales", "0.25"]
 DEFAULT_TIMEOUT_S = 300
 
 
-def run_cli(*args: Any, cwd: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: Any, cwd: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m aepose_cli ARGS` to completion; text output captured."""
     return subprocess.run(
         cli_command(*args),
@@ -41,7 +43,7 @@ def run_cli(*args: Any, cwd: Path | None = None, timeout: float = DEFAULT_TIMEOU
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(),
+        env={**cli_env(), **(env_extra or {})},
     )
 
 

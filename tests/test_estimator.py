@@ -107,7 +107,7 @@ def test_config_and_keywords_merge_instead_of_ignoring_the_keywords():
 def test_building_an_estimator_leaves_global_torch_flags_alone():
     import torch
 
-    from aepose_cli.engine import _tf32_disabled
+    from aepose_cli.backends.torch_backend import tf32_disabled
 
     flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
@@ -115,7 +115,7 @@ def test_building_an_estimator_leaves_global_torch_flags_alone():
         _estimator(None).predict(BUS)
         PoseEstimator(checkpoint=TINY_CHECKPOINT, progress=False)
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-        with _tf32_disabled():
+        with tf32_disabled():
             assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:

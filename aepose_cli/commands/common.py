@@ -24,6 +24,12 @@ def build_estimator(model: ModelChoice, config: InferenceConfig) -> PoseEstimato
     """The estimator of a command, with a download progress bar if the model is fetched."""
     from ..estimator import PoseEstimator
 
+    if config.threads:
+        import torch
+
+        # The command owns the process (the library never changes the thread count): torch's
+        # threads run the torch backend; ONNX Runtime and OpenVINO take config.threads themselves.
+        torch.set_num_threads(config.threads)
     return PoseEstimator(model.name, model.checkpoint, keypoints=model.keypoints, config=config, progress=True)
 
 

@@ -1,0 +1,118 @@
+"""The network behind one call: `[N, 3, H, W] -> [N, 2K, H/4, W/4]` float32, nothing else.
+
+Preprocessing, flip/scale aggregation and grouping stay in `engine.py` / `grouping.py`; a backend
+only runs the HRNet + AE head. Three exist:
+
+* `torch`       PyTorch eager: the exact path (golden fixtures were recorded with it).
+* `onnxruntime` ONNX Runtime (CPU EP; CUDA EP opt-in where its package is installed).
+* `openvino`    OpenVINO (CPU, f32 inference precision).
+
+The default is `torch`: ONNX Runtime's kernels round differently (~1e-6 on the outputs) and that
+reorders near-equal peaks in two of the 34 golden end-to-end cases (README "Speed"), so the
+faster runtimes are opt-in. `auto` is that opt-in without naming a runtime: ONNX Runtime for
+fp32 on CPU when it is installed, torch otherwise (and always on CUDA, and for fp16/bf16).
+ONNX Runtime and OpenVINO are imported only when chosen: importing `aepose_cli` never imports
+them.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from ..errors import BackendError, ConfigError
+
+if TYPE_CHECKING:
+    from ..model import AENet
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_CHOICES = ("auto",) + BACKENDS
+# The Python package each backend needs, and the pip extra that installs it.
+_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
+
+
+class NetworkBackend(Protocol):
+    """What the engine calls: one forward pass, float32 `[N, 2K, H/4, W/4]` on `device`."""
+
+    name: str
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+def is_installed(name: str) -> bool:
+    """Whether the package that backend `name` needs can be imported (without importing it)."""
+    if name == "torch":
+        return True
+    return importlib.util.find_spec(_PACKAGES[name][0]) is not None
+
+
+def resolve_backend(name: str, device: torch.device | str, precision: str = "fp32") -> str:
+    """The concrete backend for `name` on `device` (`auto`: onnxruntime for fp32 on CPU if installed)."""
+    device = torch.device(device)
+    if name not in BACKEND_CHOICES:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {name!r}")
+    if name != "auto":
+        if name == "openvino" and device.type != "cpu":
+            raise ConfigError("--backend openvino runs on the CPU only; use --device cpu")
+        return name
+    if device.type == "cpu" and precision == "fp32" and is_installed("onnxruntime"):
+        return "onnxruntime"
+    return "torch"
+
+
+def missing_package_error(name: str) -> BackendError:
+    package, extra = _PACKAGES[name]
+    return BackendError(
+        f"--backend {name} needs the '{package}' package, which is not installed "
+        f"(pip install 'aepose-cli[{extra}]')"
+    )
+
+
+def create_backend(
+    name: str,
+    model: AENet,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    threads: int | None = None,
+    checkpoint_sha256: str | None = None,
+) -> NetworkBackend:
+    """Build backend `name` (already resolved, not `auto`) for `model`, once per model.
+
+    `checkpoint_sha256` identifies the weights for the on-disk ONNX cache; without it the graph
+    is exported in memory (or a temporary folder) and not kept.
+    """
+    if name == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(model, device=device, precision=precision)
+    if precision != "fp32":
+        raise ConfigError(f"--backend {name} runs fp32 only; --precision {precision} needs --backend torch")
+    if not is_installed(name):
+        raise missing_package_error(name)
+    threads = threads if threads is not None else torch.get_num_threads()
+    from .onnx_export import cached_onnx
+
+    if name == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        with cached_onnx(model, checkpoint_sha256) as onnx_path:
+            return OnnxRuntimeBackend(onnx_path, device=device, threads=threads, num_outputs=2 * model.num_joints)
+    if name == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        with cached_onnx(model, checkpoint_sha256) as onnx_path:
+            return OpenVinoBackend(onnx_path, threads=threads, num_outputs=2 * model.num_joints)
+    raise ConfigError(f"unknown backend {name!r}")
+
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_CHOICES",
+    "NetworkBackend",
+    "create_backend",
+    "is_installed",
+    "resolve_backend",
+    "missing_package_error",
+]

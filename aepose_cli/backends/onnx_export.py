@@ -1,0 +1,194 @@
+"""The network as an ONNX graph (torch.onnx's TorchScript exporter) or TorchScript, and the ONNX cache.
+
+Backends that run ONNX get their graph from `cached_onnx`: exported on the fly from the loaded
+model, kept under `<cache>/onnx/` (next to `<cache>/checkpoints/`, `$AEPOSE_HOME` or
+`~/.cache/aepose`) under a name that holds the checkpoint's sha256, the torch version (the
+exporter) and the opset, written atomically (temp file in the same folder, then rename). A
+cache that cannot be written only costs a re-export next time.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import secrets
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..errors import BackendError, CheckpointError
+
+DEFAULT_OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAME = "maps"
+# Bump when the export settings below change, so that old cached graphs are not reused.
+_EXPORT_REVISION = "1"
+# The traced input: any size works (the graph has no shape-dependent Python), small is quick.
+_TRACE_HW = (256, 256)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exporter's first line, without its standing invitation to file an issue."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(". Please feel free")[0][:200]
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    target: str | Path | io.BytesIO,
+    *,
+    opset: int = DEFAULT_OPSET,
+    static_hw: tuple[int, int] | None = None,
+) -> None:
+    """Write `model` as ONNX: input `image` `[N, 3, H, W]`, output `maps` `[N, 2K, H/4, W/4]`.
+
+    Batch, height and width are dynamic unless `static_hw` fixes the input to `[1, 3, H, W]`.
+    Raises BackendError with the exporter's first line when torch.onnx cannot export it.
+    """
+    h, w = static_hw if static_hw is not None else _TRACE_HW
+    param = next(model.parameters())
+    dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
+    dynamic_axes = None
+    if static_hw is None:
+        dynamic_axes = {
+            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAME: {0: "batch", 2: "height_div4", 3: "width_div4"},
+        }
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (dummy,),
+                target,
+                export_params=True,
+                opset_version=opset,
+                do_constant_folding=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+                dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises many types (OnnxExporterError, RuntimeError...)
+        raise BackendError(f"cannot export the network to ONNX (opset {opset}): {_first_line(exc)}") from None
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _exporter_log_silenced() -> Iterator[None]:
+    """Keep torch.onnx's C++ log off the terminal, and its log switch as it was.
+
+    torch 2.x's TorchScript exporter turns its ONNX log on for every export (it tests the
+    function `_jit_is_onnx_log_enabled` instead of calling it) and never turns it off; on a
+    failure it then writes the whole TorchScript graph (~0.8 MB) to C++'s std::cout. Descriptors
+    1 and 2 point at a temporary file for the duration of the export (exports happen while a
+    model loads, before any output is written) and the log switch is restored afterwards.
+    """
+    log_was_on = torch._C._jit_is_onnx_log_enabled()
+    saved: list[tuple[int, int]] = []
+    sink = tempfile.TemporaryFile()
+    try:
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            try:
+                if stream is not None:
+                    stream.flush()
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+            except (OSError, ValueError):  # no such descriptor: nothing to silence there
+                pass
+        yield
+    finally:
+        for fd, copy in reversed(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        sink.close()
+        torch._C._jit_set_onnx_log_enabled(log_was_on)
+
+
+def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw: tuple[int, int] | None = None) -> None:
+    """Trace `model` to TorchScript (any input size: the network has no shape-dependent Python)."""
+    h, w = static_hw if static_hw is not None else _TRACE_HW
+    param = next(model.parameters())
+    dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, (dummy,), check_trace=False)
+            traced = torch.jit.freeze(traced) if static_hw is not None else traced
+            traced.save(str(target))
+    except Exception as exc:
+        raise BackendError(f"cannot export the network to TorchScript: {_first_line(exc)}") from None
+    finally:
+        model.train(was_training)
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """Full sha256 of a checkpoint file (the zoo's verified sidecar is reused when up to date)."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        if sidecar.stat().st_mtime_ns == path.stat().st_mtime_ns:
+            recorded = sidecar.read_text(encoding="ascii").split()[0]
+            if len(recorded) == 64:
+                return recorded
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None) -> Path:
+    """Where the dynamic-shape ONNX graph of the checkpoint with this sha256 is cached."""
+    from ..zoo import cache_dir
+
+    root = Path(cache) if cache is not None else cache_dir()
+    torch_version = torch.__version__.split("+")[0]
+    return root / "onnx" / f"{sha256[:32]}-torch{torch_version}-opset{opset}-r{_EXPORT_REVISION}.onnx"
+
+
+@contextlib.contextmanager
+def cached_onnx(model: torch.nn.Module, sha256: str | None, *, cache: Path | None = None) -> Iterator[Path]:
+    """Yield the path of `model`'s dynamic-shape ONNX graph, valid inside the `with` block.
+
+    With a checkpoint sha256 the graph is taken from (or exported into) the cache; without one,
+    or when the cache folder cannot be written, it is exported into a temporary folder.
+    """
+    if sha256 is not None:
+        target = onnx_cache_path(sha256, cache=cache)
+        if target.is_file():
+            yield target
+            return
+        temp = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(model, temp)
+            os.replace(temp, target)
+        except OSError:
+            temp.unlink(missing_ok=True)  # read-only cache: fall through to a temporary export
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        else:
+            yield target
+            return
+    with tempfile.TemporaryDirectory(prefix="aepose-onnx-") as folder:
+        path = Path(folder) / "network.onnx"
+        export_onnx(model, path)
+        yield path

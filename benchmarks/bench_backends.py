@@ -1,0 +1,177 @@
+"""Network backends side by side, and `aepose image` end to end against the reference's figure.
+
+    python benchmarks/bench_backends.py [--models w32,w48] [--repeat 3] [--threads N] [--no-e2e]
+
+1. network: every installed backend (torch eager NCHW, torch eager channels_last, ONNX Runtime,
+   OpenVINO) on the official w32 / w48 layouts with random weights (the real networks' speed),
+   for the input of a 512x512 and of a 640x480 image (512x512 and 512x704 after resize-align),
+   flip test (each image is 2 samples), 1 and 2 images per pass; the median of `--repeat` timed
+   calls after one warm-up; ratios to torch eager from the same run; max abs difference of the
+   raw outputs against torch eager.
+2. end to end: `PoseEstimator.predict_batch` (read, preprocess, network, grouping, pose NMS; the
+   work of `aepose image` minus drawing) on two crowded 640x480 photos of ../shared/data, w32,
+   single scale + flip, one batch, per image, against the reference's 4.84 s per image
+   (mmpose 0.29 on this machine, issue 9), for every installed backend.
+
+The machine may be shared: compare ratios within one run, not absolute times across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._common import SHARED, full_size_model  # noqa: E402
+
+REFERENCE_PER_IMAGE_S = 4.84  # mmpose 0.29, w32, single scale + flip, issue 9
+PHOTOS = (
+    SHARED / "data" / "mmpose-testdata" / "crowdpose" / "103319.jpg",  # 640x480, crowd
+    SHARED / "data" / "coco-mini-val2017" / "val2017" / "000000126107.jpg",  # 640x480, 6 annotated people
+)
+CANVASES = {"512x512": (512, 512), "640x480": (640, 480)}  # image (w, h)
+
+
+def _timed(fn, repeat: int) -> float:
+    fn()
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
+def _network_input_hw(image_wh: tuple[int, int]) -> tuple[int, int]:
+    from aepose_cli.preprocess import image_geometry
+
+    w, h = image_geometry(image_wh[0], image_wh[1], (1.0,)).inputs[0].size_wh
+    return h, w
+
+
+def _backends(net, threads: int, folder: Path) -> dict:
+    """name -> callable `[N,3,H,W] -> [N,2K,h,w]`, for every installed runtime."""
+    from aepose_cli.backends import create_backend, is_installed
+    from aepose_cli.backends.onnx_export import export_onnx
+
+    out = {"torch eager": create_backend("torch", net, device=torch.device("cpu"))}
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def channels_last(x):
+        return net_cl(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    out["torch channels_last"] = channels_last
+    onnx_path = folder / "net.onnx"
+    t0 = time.perf_counter()
+    export_onnx(net, onnx_path)
+    print(f"  ONNX export: {time.perf_counter() - t0:.1f} s, {onnx_path.stat().st_size / 2**20:.0f} MiB", flush=True)
+    if is_installed("onnxruntime"):
+        from aepose_cli.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        out["onnxruntime"] = OnnxRuntimeBackend(onnx_path, device=torch.device("cpu"), threads=threads, num_outputs=34)
+    if is_installed("openvino"):
+        from aepose_cli.backends.openvino_backend import OpenVinoBackend
+
+        out["openvino"] = OpenVinoBackend(onnx_path, threads=threads, num_outputs=34)
+    return out
+
+
+def network_table(args, console) -> None:
+    from rich.table import Table
+
+    for width in args.models:
+        table = Table(title=f"network w{width} (random weights, official layout), fp32, flip, {args.threads} threads, median of {args.repeat}")
+        for col in ("canvas", "input", "images/pass", "backend", "s per pass", "vs torch eager", "max abs diff"):
+            table.add_column(col, justify="right")
+        net = full_size_model(width)
+        with tempfile.TemporaryDirectory() as tmp:
+            backends = _backends(net, args.threads, Path(tmp))
+            for canvas, image_wh in CANVASES.items():
+                h, w = _network_input_hw(image_wh)
+                for images in (1, 2):
+                    x = torch.randn(images, 3, h, w, generator=torch.Generator().manual_seed(0))
+                    x = torch.cat([x, torch.flip(x, [3])])  # flip test: originals then mirrors
+                    ref = None
+                    base = None
+                    for name, fn in backends.items():
+                        t = _timed(lambda: fn(x), args.repeat)
+                        y = fn(x)
+                        if ref is None:
+                            ref, base = y, t
+                        diff = float((y - ref).abs().max())
+                        table.add_row(canvas, f"{x.shape[0]}x3x{h}x{w}", str(images), name, f"{t:.3f}", f"{t / base:.2f}", f"{diff:.1e}")
+                        print(f"  w{width} {canvas} {images} {name}: {t:.3f} s ({t / base:.2f}), diff {diff:.1e}", flush=True)
+            del backends
+        console.print(table)
+
+
+def e2e_table(args, console) -> None:
+    import cv2
+    from rich.table import Table
+
+    from aepose_cli.backends import BACKENDS, is_installed
+    from aepose_cli.estimator import PoseEstimator
+
+    images = [cv2.imread(str(p)) for p in PHOTOS]
+    assert all(img is not None and img.shape[:2] == (480, 640) for img in images), "the two 640x480 photos"
+    table = Table(title=f"end to end, w32 random weights, single scale + flip, both photos in one batch, {args.threads} threads, median of {args.repeat}")
+    for col in ("backend", "s per image", "of which network", "grouping + NMS", "people", "vs reference 4.84 s"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["AEPOSE_HOME"] = str(Path(tmp) / "home")  # the ONNX cache of this run only
+        ckpt = Path(tmp) / "w32_random.pth"
+        torch.save({"state_dict": full_size_model(32).state_dict(), "meta": {}}, ckpt)
+        for backend in BACKENDS:
+            if not is_installed(backend):
+                continue
+            est = PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads, progress=False)
+            timings = []
+
+            def run():
+                results = est.predict_batch(images)
+                timings.append(results)
+
+            t = _timed(run, args.repeat) / len(images)
+            last = timings[-1]
+            network = statistics.mean(r.timings["network"] for r in last)
+            grouping = statistics.mean(r.timings["grouping"] for r in last)
+            people = "+".join(str(len(r.poses)) for r in last)
+            table.add_row(backend, f"{t:.3f}", f"{network:.3f}", f"{grouping:.3f}", people, f"{t / REFERENCE_PER_IMAGE_S:.2f}")
+            print(f"  e2e {backend}: {t:.3f} s/image ({t / REFERENCE_PER_IMAGE_S:.2f} of the reference)", flush=True)
+            del est
+    console.print(table)
+
+
+def main() -> None:
+    from rich.console import Console
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="32,48", type=lambda s: [int(v.strip().lstrip("w")) for v in s.split(",")], help="widths, e.g. w32,w48")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-network", action="store_true")
+    parser.add_argument("--no-e2e", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console(width=140)
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()}", flush=True)
+    if not args.no_network:
+        network_table(args, console)
+    if not args.no_e2e:
+        e2e_table(args, console)
+    print(f"load average at the end {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
