@@ -230,6 +230,7 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
     """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
     from .commands.export import parse_static, run_export
+    from .console import err_console
 
     if dynamic and static is not None:
         raise ConfigError("--dynamic and --static contradict each other")

@@ -104,7 +104,7 @@ def network_table(args, console) -> None:
                     ref = None
                     base = None
                     for name, fn in backends.items():
-                        t = _timed(lambda: fn(x), args.repeat)
+                        t = _timed(lambda fn=fn, x=x: fn(x), args.repeat)
                         y = fn(x)
                         if ref is None:
                             ref, base = y, t
@@ -137,9 +137,8 @@ def e2e_table(args, console) -> None:
             est = PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads, progress=False)
             timings = []
 
-            def run():
-                results = est.predict_batch(images)
-                timings.append(results)
+            def run(est=est, timings=timings):
+                timings.append(est.predict_batch(images))
 
             t = _timed(run, args.repeat) / len(images)
             last = timings[-1]
