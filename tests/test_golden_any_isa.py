@@ -76,7 +76,7 @@ def reorder_like_reference(cands: Candidates, ref_val: np.ndarray, ref_loc: np.n
 def test_case_within_kernel_rounding(case_file):
     case = json.loads(case_file.read_text())
     config = _config(case)
-    maps = _maps(case["image"], config.scales, config.flip)
+    maps = _maps("torch", case["image"], config.scales, config.flip)
     ref_val = np.array(case["topk_val"], dtype=np.float32)
     ref_loc = np.array(case["topk_loc"])
 
