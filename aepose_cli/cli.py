@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .config import PRECISIONS, DrawConfig, InferenceConfig
-from .errors import AeposeError, ConfigError
+from .errors import AeposeError, ConfigError, Interrupted
 from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
 from .keypoints import KEYPOINT_SETS
@@ -228,7 +228,8 @@ def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, strid
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth,
     )
-    run_video(source, build_estimator(_model_choice(opts), config), _draw_config(opts), options)
+    model = _model_choice(opts)
+    run_video(source, lambda: build_estimator(model, config), _draw_config(opts), options, model=model)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        click.echo(f"aepose: interrupted: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except AeposeError as exc:
         click.echo(f"aepose: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -249,3 +253,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as exc:  # a write the commands did not foresee (full disk...): still one line
+        from .errors import OutputError
+        from .io.output_plan import describe_os_error
+
+        click.echo(f"aepose: error: {exc.filename or 'output'}: {describe_os_error(exc)}", err=True)
+        sys.exit(OutputError.exit_code)

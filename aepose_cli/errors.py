@@ -40,3 +40,15 @@ class AnnotationError(AeposeError):
     """A COCO annotation or results file is unusable for evaluation."""
 
     exit_code = 2
+
+
+class OutputError(AeposeError):
+    """An output cannot be written (read-only or full disk, name too long, clash with an input or a running run)."""
+
+    exit_code = 5
+
+
+class Interrupted(AeposeError):
+    """The run was stopped (Ctrl-C); the message says what was kept and where."""
+
+    exit_code = 130
