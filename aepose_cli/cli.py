@@ -145,7 +145,11 @@ def models(urls, download) -> None:
 @model_options
 @draw_options
 def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None:
-    """Estimate poses in one or more images; write annotated images and one COCO JSON."""
+    """Estimate poses in one or more images; write annotated images and one COCO JSON.
+
+    No output may be an input or share its name with another output: the same image given
+    twice, or two images whose annotated copies would get one name (a/p.jpg and b/p.jpg with
+    --out DIR/), are refused before the model loads (not renamed)."""
     from .commands.images import run_image
 
     run_image(
@@ -219,7 +223,10 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 @model_options
 @draw_options
 def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
-    """Estimate poses in a video file, stream URL or webcam index; write H.264 MP4 and JSON."""
+    """Estimate poses in a video file, stream URL or webcam index; write H.264 MP4 and JSON.
+
+    An interrupted or failed run keeps the frames written so far as NAME.partial.mp4 (audio up
+    to the last of them), never under the final name, and exits non-zero (130 on Ctrl-C)."""
     from .commands.common import build_estimator
     from .commands.video import VideoOptions, run_video
 
