@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cli_helpers import (
     COCO_IMAGES,
     DATA,
@@ -390,8 +391,6 @@ def test_interrupted_video_is_kept_under_a_partial_name(tmp_path):
 
 
 def test_evaluate_max_images_with_a_full_prediction_file(tmp_path):
-    from aepose_cli.evaluate import evaluate_keypoints  # noqa: F401  (the scorer the CLI uses)
-
     ann = load_json(MINI_VAL_ANN)
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps([

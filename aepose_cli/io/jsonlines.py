@@ -169,8 +169,12 @@ class JournalBusy(Exception):
 
 
 def _open_locked(path: Path) -> int:
-    """An fd on `path` (created if absent, never truncated) holding an exclusive flock."""
-    import fcntl
+    """An fd on `path` (created if absent, never truncated) holding an exclusive flock
+    (where the platform has no `fcntl`, the fd comes without a lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
     for _ in range(10):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
