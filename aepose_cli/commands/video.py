@@ -77,7 +77,14 @@ def run_video(source: str, estimator, draw_cfg: DrawConfig, options: VideoOption
     except KeyboardInterrupt:
         raise Interrupted("stopped" + _kept(state.get("sink"))) from None
     except AeposeError as error:
-        raise type(error)(f"{error}{_kept(state.get('sink'))}") from None
+        kept = _kept(state.get("sink"))
+        if not kept:
+            raise
+        try:
+            told = type(error)(f"{error}{kept}")
+        except TypeError:  # an error type with other constructor arguments: keep it as it is
+            raise error from None
+        raise told from None
 
 
 def _kept(sink) -> str:
