@@ -172,13 +172,13 @@ def test_evaluate_results_out_on_the_annotations_or_an_image(tmp_path):
 def test_file_name_too_long_is_one_line(tmp_path):
     long_name = "x" * 241 + ".jpg"  # 245 characters: the output name would pass 255 bytes
     shutil.copy(TWO_IMAGES[0], tmp_path / long_name)
-    line = refused(tmp_path, ["image", long_name, *BAD_CHECKPOINT], "file name too long", code=5)
+    line = refused(tmp_path, ["image", long_name, *BAD_CHECKPOINT], "file name too long", code=6)
     assert "xxxx" in line
 
 
 def test_output_folder_below_a_file(tmp_path, work):
     (work / "notadir").write_text("a file\n")
-    refused(work, ["image", "a.jpg", "--out", "notadir/x.jpg", *BAD_CHECKPOINT], "notadir", "is a file", code=5)
+    refused(work, ["image", "a.jpg", "--out", "notadir/x.jpg", *BAD_CHECKPOINT], "notadir", "is a file", code=6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def mounted_tmpfs(where: Path, options: str):
 def test_read_only_output_folder_is_refused_before_inference(work):
     with mounted_tmpfs(work / "ro", "size=1m,ro"):
         line = refused(work, ["folder", "F", "--out", "ro/img/", "--json", "out.json", *BAD_CHECKPOINT],
-                       "ro", "read-only file system", code=5)
+                       "ro", "read-only file system", code=6)
         assert "--out" in line
         assert not (work / "out.json.partial.jsonl").exists()
 
@@ -212,7 +212,7 @@ def test_full_disk_in_a_folder_run(work):
         before = snapshot(work / "F")
         proc = run_cli("folder", "F", "--out", "full/img/", "--json", "full/f.json", *FAST, cwd=work)
         assert_error_after_work(proc, "full/", "no space left on device")
-        assert proc.returncode == 5, describe(proc)
+        assert proc.returncode == 6, describe(proc)
         assert_inputs_kept(before, work / "F")
         left = leftovers(work / "full", allowed=(".partial.jsonl",))
         assert left == [], left
@@ -228,7 +228,7 @@ def test_full_disk_in_a_video_run(tmp_path):
         before = snapshot(tmp_path)
         proc = run_cli("video", "clip.mp4", "--out", "full/clip.mp4", "--no-json", *FAST, cwd=tmp_path)
         assert_error_after_work(proc, "full/clip.mp4", "no space left on device")
-        assert proc.returncode == 5, describe(proc)
+        assert proc.returncode == 6, describe(proc)
         assert_inputs_kept(before, tmp_path)
         assert not (tmp_path / "full" / "clip.mp4").exists()
         assert [p.name for p in (tmp_path / "full").iterdir() if ".part-" in p.name] == []
@@ -248,7 +248,7 @@ def test_a_second_writer_of_the_same_json_is_refused_with_the_holders_pid(work):
         journal_before = journal_path(out).read_bytes()
         proc = run_cli("folder", "F", "--no-images", "--json", out, *FAST, cwd=work)
         assert_error_after_work(proc, "shared.json", f"pid {os.getpid()}", "another aepose run")
-        assert proc.returncode == 5, describe(proc)
+        assert proc.returncode == 6, describe(proc)
         assert journal_path(out).read_bytes() == journal_before  # not truncated
     finally:
         holder.discard()

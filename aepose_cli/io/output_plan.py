@@ -82,7 +82,7 @@ class OutputPlan:
 
     def check(self, *, probe: bool = True) -> None:
         """Refuse the run: ConfigError (exit 2) when an output clashes with an input or another
-        output, OutputError (exit 5) when one cannot be written."""
+        output, OutputError (exit 6) when one cannot be written."""
         inputs = dict(self.inputs)
         seen: dict[str, str] = {}
         for path, resolved, what in self.outputs:
