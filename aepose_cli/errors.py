@@ -52,4 +52,3 @@ class AnnotationError(AeposeError):
     """A COCO annotation or results file is unusable for evaluation."""
 
     exit_code = 2
-
