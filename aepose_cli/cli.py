@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .config import PRECISIONS, DrawConfig, InferenceConfig
-from .errors import AeposeError, ConfigError
+from .errors import AeposeError, ConfigError, Interrupted
 from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
 from .keypoints import KEYPOINT_SETS
@@ -159,7 +159,11 @@ def models(urls, download) -> None:
 @model_options
 @draw_options
 def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None:
-    """Estimate poses in one or more images; write annotated images and one COCO JSON."""
+    """Estimate poses in one or more images; write annotated images and one COCO JSON.
+
+    No output may be an input or share its name with another output: the same image given
+    twice, or two images whose annotated copies would get one name (a/p.jpg and b/p.jpg with
+    --out DIR/), are refused before the model loads (not renamed)."""
     from .commands.images import run_image
 
     run_image(
@@ -256,7 +260,10 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @model_options
 @draw_options
 def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
-    """Estimate poses in a video file, stream URL or webcam index; write H.264 MP4 and JSON."""
+    """Estimate poses in a video file, stream URL or webcam index; write H.264 MP4 and JSON.
+
+    An interrupted or failed run keeps the frames written so far as NAME.partial.mp4 (audio up
+    to the last of them), never under the final name, and exits non-zero (130 on Ctrl-C)."""
     from .commands.common import build_estimator
     from .commands.video import VideoOptions, run_video
 
@@ -265,7 +272,8 @@ def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, strid
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth,
     )
-    run_video(source, build_estimator(_model_choice(opts), config), _draw_config(opts), options)
+    model = _model_choice(opts)
+    run_video(source, lambda: build_estimator(model, config), _draw_config(opts), options, model=model)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        click.echo(f"aepose: interrupted: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except AeposeError as exc:
         click.echo(f"aepose: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -286,3 +297,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as exc:  # a write the commands did not foresee (full disk...): still one line
+        from .errors import OutputError
+        from .io.output_plan import describe_os_error
+
+        click.echo(f"aepose: error: {exc.filename or 'output'}: {describe_os_error(exc)}", err=True)
+        sys.exit(OutputError.exit_code)

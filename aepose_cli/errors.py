@@ -30,6 +30,18 @@ class DownloadError(AeposeError):
     exit_code = 4
 
 
+class OutputError(AeposeError):
+    """An output cannot be written (read-only or full disk, name too long, or a running run holds its journal)."""
+
+    exit_code = 6
+
+
+class Interrupted(AeposeError):
+    """The run was stopped (Ctrl-C); the message says what was kept and where."""
+
+    exit_code = 130
+
+
 class ConfigError(AeposeError):
     """Options that contradict each other or the model (e.g. wrong keypoint set)."""
 

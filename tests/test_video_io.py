@@ -485,8 +485,11 @@ def test_failed_run_keeps_a_playable_file_with_what_was_written(tmp_path):
             for i in range(7):
                 sink.write(index_image(i), i)
             raise RuntimeError("network died")
-    assert [index_from_image(f.image_bgr) for f in decode_all(out)] == list(range(7))
-    assert list(tmp_path.iterdir()) == [out]
+    # Kept under a name that says it is partial, never under the final name.
+    kept = tmp_path / "partial.partial.mp4"
+    assert sink.kept_partial == kept and not out.exists()
+    assert [index_from_image(f.image_bgr) for f in decode_all(kept)] == list(range(7))
+    assert list(tmp_path.iterdir()) == [kept]
 
 
 def test_no_frames_no_file(tmp_path):

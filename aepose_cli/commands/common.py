@@ -45,3 +45,33 @@ def draw_and_write(write, image, poses, keypoints, draw_cfg, timings: dict[str, 
     write(drawn)
     timings["draw"] = t1 - t0
     timings["encode"] = time.perf_counter() - t1
+
+
+def checkpoint_sha256(model: ModelChoice) -> str:
+    """sha256 of the checkpoint a run uses (fetched into the cache first for a zoo model)."""
+    import hashlib
+
+    from ..zoo import resolve_checkpoint
+
+    path, _ = resolve_checkpoint(model.name, model.checkpoint, progress=True)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(input_root, keys, model: ModelChoice, config: InferenceConfig) -> dict:
+    """What produced a journal or a finished JSON: input root, input keys, checkpoint sha256
+    and every inference setting (batch size aside: it changes the pace, not the poses)."""
+    import dataclasses
+    import os
+
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items() if k != "batch_size"}
+    return {
+        "input_root": None if input_root is None else os.path.realpath(input_root),
+        "inputs": list(keys),
+        "checkpoint_sha256": checkpoint_sha256(model),
+        "keypoints": model.keypoints,
+        "settings": settings,
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import InferenceConfig
 from ..console import err_console, out_console, progress, report_failures, stage_table
-from ..errors import ConfigError, InputError
+from ..errors import AnnotationError, ConfigError, InputError
 from .common import ModelChoice, build_estimator
 
 
@@ -30,20 +30,26 @@ def run_evaluate(
     ann = load_annotations(ann_path)
     ann_k = _annotation_num_joints(ann, ann_path)
     image_entries = list(ann.get("images", []))
+    if not image_entries:
+        raise AnnotationError(f"{ann_path}: no images to evaluate ('images' is empty)")
     if max_images is not None:
         image_entries = image_entries[:max_images]
     subset = None
     if max_images is not None:
         subset = _subset_annotations(ann, {im["id"] for im in image_entries})
+    results_planned = None if pred_path is not None else _results_path(results_out, ann_path)
+    _check_outputs(ann_path, pred_path, images_dir, image_entries, results_planned, metrics_json)
     if pred_path is not None:
         kps = keypoint_set(model.keypoints) if model.keypoints else keypoint_set_for(ann_k)
         if kps.num_joints != ann_k:
             raise ConfigError(f"--keypoints {kps.name} has {kps.num_joints} joints but {ann_path} has {ann_k}")
         results_path = pred_path
+        if subset is not None:
+            results_path = _predictions_of(pred_path, ann, subset)
         timing = None
     else:
         results_path, kps, timing, evaluated = _evaluate_inference(
-            ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing
+            ann_path, ann_k, image_entries, images_dir, results_planned, model, config, allow_missing, skip_existing
         )
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
@@ -68,6 +74,58 @@ def run_evaluate(
         err_console.print(f"wrote {report_dir / 'index.html'}")
 
 
+def _results_path(results_out, ann_path: Path) -> Path:
+    from ..io.output_paths import resolve_output
+
+    return resolve_output(results_out, ann_path, ".json")
+
+
+def _check_outputs(ann_path, pred_path, images_dir, image_entries, results_path, metrics_json) -> None:
+    """The output plan of `evaluate` (see io/output_plan.py): neither the results file, its
+    journal nor --metrics-json may be the annotations, the predictions, an annotated image or
+    each other; checked before the model loads."""
+    from ..io.coco_json import journal_path
+    from ..io.output_plan import OutputPlan
+
+    plan = OutputPlan()
+    plan.add_input(ann_path)
+    if pred_path is not None:
+        plan.add_input(pred_path)
+    if images_dir is not None:
+        for im in image_entries:
+            name = im.get("file_name") if isinstance(im, dict) else None
+            if isinstance(name, str) and name:
+                plan.add_input(Path(images_dir) / name)
+    plan.add_output(results_path, "--out")
+    if results_path is not None:
+        plan.add_output(journal_path(results_path), "journal of --out")
+    plan.add_output(metrics_json, "--metrics-json")
+    plan.check()
+
+
+def _predictions_of(pred_path: Path, ann: dict, subset: dict) -> list:
+    """The predictions of the --max-images subset (the file may hold every image's): ids that
+    are not in the annotation file at all are an error naming both files."""
+    from ..errors import AnnotationError
+    from ..evaluate import _load_results
+
+    results, name = _load_results(pred_path)
+    known = {im.get("id") for im in ann.get("images", []) if isinstance(im, dict)}
+    wanted = {im["id"] for im in subset["images"]}
+    kept = []
+    for det in results:
+        image_id = det.get("image_id") if isinstance(det, dict) else None
+        try:
+            hashable = hash(image_id) is not None
+        except TypeError:
+            hashable = False
+        if not hashable or image_id not in known:
+            raise AnnotationError(f"{name}: image_id {image_id!r} is not in the annotation file")
+        if image_id in wanted:
+            kept.append(det)
+    return kept
+
+
 def _annotation_num_joints(ann: dict, path: Path) -> int:
     from ..errors import AnnotationError
 
@@ -89,7 +147,6 @@ def _subset_annotations(ann: dict, image_ids: set) -> dict:
 
 def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing):
     from ..io.coco_json import CocoJsonWriter
-    from ..io.output_paths import resolve_output
     from ..io.sources import read_image
     from ..pipeline import WorkItem, run_pipeline
 
@@ -108,9 +165,14 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     kps = estimator.keypoints
     if kps.num_joints != ann_k:
         raise ConfigError(f"the model predicts {kps.num_joints} keypoints but {ann_path} has {ann_k}")
-    results_path = resolve_output(results_out, ann_path, ".json")
+    from .common import provenance
+
+    results_path = results_out
+    produced_by = provenance(images_dir, [im["file_name"] for im, _ in present], model, config)
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(CocoJsonWriter(results_path, "results", kps, 0.0, resume=skip_existing))
+        writer = stack.enter_context(
+            CocoJsonWriter(results_path, "results", kps, 0.0, resume=skip_existing, provenance=produced_by)
+        )
         done = writer.finished_sources() if skip_existing else frozenset()
         todo = [(im, p) for im, p in present if im["file_name"] not in done]
         items = (

@@ -24,23 +24,48 @@ def run_image(
     images: list[Path], out: str | None, json_out: str | bool | None, json_style: str,
     model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig,
 ) -> None:
-    """One or more image files; `out`/`json_out` False turns that output off."""
+    """One or more image files; `out`/`json_out` False turns that output off.
+
+    The same image given twice, or two images whose annotated copies would get the same name
+    (`a/p.jpg` and `b/p.jpg` into one `--out DIR/`), are refused before the model loads.
+    """
     from ..io.output_paths import names_folder, resolve_output
+    from ..io.output_plan import OutputPlan, real
 
     if out and len(images) > 1 and not names_folder(out):
         raise ConfigError(f"--out {out}: several images need a folder (end it with '/')")
     check_images_exist(images)
+    seen: dict[str, Path] = {}
+    for img in images:
+        if real(img) in seen:
+            raise ConfigError(f"{img}: given twice (as {seen[real(img)]} too); give each image once")
+        seen[real(img)] = img
     if json_out is None and out and names_folder(out):
         json_out = out  # one rule for every command: --out DIR holds all the outputs
     json_anchor = images[0] if len(images) == 1 else images[0].parent / "images"
     json_path = resolve_output(json_out, json_anchor, ".json")
     targets = {str(img): (None if out is False else resolve_output(out, img, annotated_suffix(img))) for img in images}
+    plan = OutputPlan()
+    for img in images:
+        plan.add_input(img)
+    for img in images:
+        plan.add_output(targets[str(img)], f"annotated image of {img}")
+    _plan_json(plan, json_path)
+    plan.check()
     _run_images(
         [(i, str(img), img) for i, img in enumerate(images)],
         targets, json_path, json_style, model, config, draw_cfg,
         file_names={str(img): _relative_to(img, json_path.parent if json_path else Path.cwd()) for img in images},
-        resume=False,
+        resume=False, resumable=False,
     )
+
+
+def _plan_json(plan, json_path: Path | None, what: str = "--json") -> None:
+    from ..io.coco_json import journal_path
+
+    if json_path is not None:
+        plan.add_output(json_path, what)
+        plan.add_output(journal_path(json_path), f"journal of {what}")
 
 
 def check_images_exist(images) -> None:
@@ -67,7 +92,9 @@ def run_folder(
     """Every image of a folder (streamed, resumable, shardable)."""
     from ..io.coco_json import is_complete
     from ..io.output_paths import resolve_output
+    from ..io.output_plan import OutputPlan
     from ..io.sources import global_index, list_images, parse_shard
+    from .common import provenance
 
     shard_spec = parse_shard(shard) if shard else None
     if not extensions:
@@ -82,68 +109,109 @@ def run_folder(
     else:
         images_dir = Path(out)
     keys = [p.relative_to(folder).as_posix() for p in paths]
-    if json_path is not None and is_complete(json_path):
-        if skip_existing and _complete_json_covers(json_path, keys):
+    targets = {key: (None if images_dir is None else images_dir / key) for key in keys}
+    plan = OutputPlan()
+    plan.add_input_folder(folder, extensions, recursive)
+    for path in paths:
+        plan.add_input(path)
+    for key in keys:
+        plan.add_output(targets[key], "--out")
+    _plan_json(plan, json_path)
+    plan.check()
+    produced_by = provenance(folder, keys, model, config) if json_path is not None else None
+    seed = None
+    if json_path is not None and is_complete(json_path) and skip_existing:
+        seed = _finished_run(json_path, produced_by, keys)
+        if seed is None:
             err_console.print(f"{json_path}: already complete for these {len(keys)} images; nothing to do")
             return
-        if skip_existing:
-            raise ConfigError(f"{json_path}: a finished run with other images is there; pass another --json")
-    targets = {key: (None if images_dir is None else images_dir / key) for key in keys}
     _run_images(
         [(global_index(i, shard_spec), key, path) for i, (key, path) in enumerate(zip(keys, paths))],
         targets, json_path, json_style, model, config, draw_cfg,
         file_names={key: key for key in keys},
-        resume=skip_existing,
+        resume=skip_existing, resumable=True, provenance=produced_by, seed=seed,
     )
 
 
-def _complete_json_covers(path: Path, keys: list[str]) -> bool:
+def _finished_run(path: Path, produced_by: dict, keys: list[str]) -> dict | None:
+    """A finished JSON met by --skip-existing: None when it covers every image (nothing to do),
+    else the file's content to seed the journal with (its images are kept, the failed or new
+    ones are done). Refused when another run made it (other folder, checkpoint, settings)."""
+    from ..io.coco_json import _header_mismatch
+
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    if isinstance(data, dict):
-        names = {img.get("file_name") for img in data.get("images", [])}
-        return set(keys) <= names
-    return False
+        raise ConfigError(f"{path}: not a COCO JSON this tool wrote; pass another --json or run without --skip-existing") from None
+    made_by = data.get("info", {}).get("aepose") if isinstance(data, dict) and isinstance(data.get("info"), dict) else None
+    if made_by is None:
+        raise ConfigError(
+            f"{path}: finished without a record of what produced it (a results-style or older file); "
+            "pass another --json or run without --skip-existing"
+        )
+    old = {"aepose_journal": 0, "keypoint_set": 0, "num_joints": 0, "style": 0, "provenance": {**made_by, "inputs": None}}
+    new = {**old, "provenance": {**produced_by, "inputs": None}}
+    reason = _header_mismatch(old, new)
+    if reason is not None:
+        raise ConfigError(f"{path}: made by another run ({reason}); pass another --json or run without --skip-existing")
+    names = {img.get("file_name") for img in data.get("images", []) if isinstance(img, dict)}
+    if set(keys) <= names:
+        return None
+    return data
 
 
-def _run_images(entries, targets, json_path, json_style, model, config, draw_cfg, *, file_names, resume: bool) -> None:
+def _run_images(
+    entries, targets, json_path, json_style, model, config, draw_cfg, *, file_names, resume: bool,
+    resumable: bool, provenance: dict | None = None, seed: dict | None = None,
+) -> None:
     """Shared by `image` and `folder`: pipeline over image files into drawings and JSON.
 
-    The JSON writer's own `__exit__` decides: assembled on success, journal kept (resumable)
-    on any failure or interrupt.
+    The JSON writer's own `__exit__` decides: assembled on success; on any failure or interrupt
+    the journal is kept for `--skip-existing` when the command can resume (`resumable`) and it
+    holds finished images, else deleted.
     """
+    from ..errors import OutputError
     from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
     from ..pipeline import WorkItem, run_pipeline
 
     estimator = build_estimator(model, config)
-    with contextlib.ExitStack() as stack:
-        writer = None
-        if json_path is not None:
-            writer = stack.enter_context(
-                CocoJsonWriter(json_path, json_style, estimator.keypoints, draw_cfg.kpt_thr, resume=resume)
-            )
-        if not resume:
-            done: set[str] = set()
-        elif writer is not None:
-            done = set(writer.finished_sources())
-        else:
-            done = {key for key, target in targets.items() if target is not None and Path(target).is_file()}
-        todo = [(idx, key, path) for idx, key, path in entries if key not in done]
-        if done:
-            err_console.print(f"resuming: {len(entries) - len(todo)} of {len(entries)} images already done")
-        items = (WorkItem(index=idx, key=key, load=(lambda p=path: read_image(p))) for idx, key, path in todo)
-        sink = _ImageSink(estimator.keypoints, draw_cfg, targets, writer, file_names)
-        with progress("img", enabled=len(todo) > 1) as bar:
-            task = bar.add_task("images", total=len(todo))
-            times = run_pipeline(items, estimator, sink, on_progress=lambda n: bar.advance(task, n))
-        if len(entries) == 1 and times.failures:
-            # A single input that cannot be read is a plain error: no empty JSON, no report.
-            if writer is not None:
-                writer.discard()
-            raise InputError(times.failures[0][1])
+    writer = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if json_path is not None:
+                writer = stack.enter_context(
+                    CocoJsonWriter(json_path, json_style, estimator.keypoints, draw_cfg.kpt_thr, resume=resume and seed is None,
+                                   provenance=provenance, keep_journal=resumable)
+                )
+                if seed is not None:
+                    writer.adopt_final(seed, set(file_names))
+            if not resume:
+                done: set[str] = set()
+            elif writer is not None:
+                done = set(writer.finished_sources())
+            else:
+                done = {key for key, target in targets.items() if target is not None and Path(target).is_file()}
+            todo = [(idx, key, path) for idx, key, path in entries if key not in done]
+            if done:
+                err_console.print(f"resuming: {len(entries) - len(todo)} of {len(entries)} images already done")
+            items = (WorkItem(index=idx, key=key, load=(lambda p=path: read_image(p))) for idx, key, path in todo)
+            sink = _ImageSink(estimator.keypoints, draw_cfg, targets, writer, file_names)
+            with progress("img", enabled=len(todo) > 1) as bar:
+                task = bar.add_task("images", total=len(todo))
+                times = run_pipeline(items, estimator, sink, on_progress=lambda n: bar.advance(task, n))
+            if len(entries) == 1 and times.failures:
+                # A single input that cannot be read is a plain error: no empty JSON, no report.
+                if writer is not None:
+                    writer.discard()
+                raise InputError(times.failures[0][1])
+    except OutputError as error:
+        if writer is not None and resumable and writer.frames and writer.journal_path.exists():
+            raise OutputError(
+                f"{error}; the {writer.frames} image(s) done are kept in {writer.journal_path.name}: "
+                "run again with --skip-existing to finish"
+            ) from None
+        raise
     if writer is not None:
         err_console.print(f"wrote {json_path}")
     ok = times.items - len(times.failures)

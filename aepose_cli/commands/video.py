@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import DrawConfig
 from ..console import err_console, progress, report_failures, stage_table
-from ..errors import InputError
+from ..errors import AeposeError, InputError, Interrupted
 from ..estimator import PoseEstimator
 from ..io.coco_json import CocoJsonWriter
 from ..io.decode import VideoSource, source_kind
@@ -42,13 +42,17 @@ class VideoOptions:
     progress: bool = True
 
 
-def run_video(source: str, estimator: PoseEstimator, draw_cfg: DrawConfig, options: VideoOptions) -> None:
+def run_video(source: str, estimator, draw_cfg: DrawConfig, options: VideoOptions, model=None) -> None:
     """Run one video end to end; outputs are kept (and loadable) even if the stream breaks.
 
+    `estimator` is a PoseEstimator or a function making one: it is called only after every
+    output path has been checked (the output plan), so a clash costs no model load.
     Every writer is entered in one `ExitStack`, so each one's own `__exit__` decides: on
-    success the MP4 and JSON are finalised; on an error or Ctrl-C the MP4 keeps the frames
-    written so far (audio up to the last of them), the COCO journal stays (loadable,
-    resumable) and the JSON lines are flushed.
+    success the MP4 and JSON are finalised; on an error or Ctrl-C the frames written so far
+    are kept in `NAME.partial.mp4` (playable, audio up to the last of them; never under the
+    final name), the COCO journal is deleted (a video run does not resume), the JSON lines are
+    flushed, and the one-line error says how many frames were kept and where (exit 130 for
+    Ctrl-C). `model` (a ModelChoice) lets the JSON record the checkpoint's sha256.
     """
     kind = source_kind(source)
     local = kind == "file"
@@ -64,13 +68,66 @@ def run_video(source: str, estimator: PoseEstimator, draw_cfg: DrawConfig, optio
             json_out = options.out  # --out DIR holds every output unless --json says otherwise
     video_path = resolve_output(options.out, anchor, ".mp4", default_dir=default_dir)
     json_path = resolve_output(json_out, anchor, ".json", default_dir=default_dir)
+    _check_outputs(source if local else None, video_path, json_path, options.jsonl_out)
+    if not isinstance(estimator, PoseEstimator):
+        estimator = estimator()
+    state: dict = {}
+    try:
+        _run(source, kind, local, estimator, draw_cfg, options, video_path, json_path, model, state)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped" + _kept(state.get("sink"))) from None
+    except AeposeError as error:
+        kept = _kept(state.get("sink"))
+        if not kept:
+            raise
+        try:
+            told = type(error)(f"{error}{kept}")
+        except TypeError:  # an error type with other constructor arguments: keep it as it is
+            raise error from None
+        raise told from None
+
+
+def _kept(sink) -> str:
+    """What a failed run kept: '; N frame(s) written so far are in X.partial.mp4' (or '')."""
+    if sink is None or sink.kept_partial is None:
+        return ""
+    return f"; the {sink.frames_written} frame(s) written so far are in {sink.kept_partial} (audio up to the last of them)"
+
+
+def _check_outputs(source, video_path, json_path, jsonl_out) -> None:
+    """The output plan of a video run (see io/output_plan.py), before the model loads."""
+    from ..io.coco_json import journal_path
+    from ..io.encode import partial_name
+    from ..io.output_plan import OutputPlan
+
+    plan = OutputPlan()
+    if source is not None:
+        plan.add_input(source)
+    plan.add_output(video_path, "--out")
+    if video_path is not None:
+        plan.add_output(partial_name(Path(video_path)), "partial video of --out")
+    plan.add_output(json_path, "--json")
+    if json_path is not None:
+        plan.add_output(journal_path(json_path), "journal of --json")
+    if jsonl_out and jsonl_out != "-":
+        plan.add_output(jsonl_out, "--jsonl")
+    plan.check()
+
+
+def _run(source, kind, local, estimator, draw_cfg, options, video_path, json_path, model, state) -> None:
+    from .common import provenance
+
     with contextlib.ExitStack() as stack:
         video_src = stack.enter_context(
             VideoSource(int(source) if kind == "webcam" else source, start_s=options.start, end_s=options.end, stride=options.stride)
         )
         sink = stack.enter_context(VideoSink.for_source(video_path, video_src)) if video_path is not None else None
+        state["sink"] = sink
         coco = (
-            stack.enter_context(CocoJsonWriter(json_path, "dataset", estimator.keypoints, draw_cfg.kpt_thr))
+            stack.enter_context(CocoJsonWriter(
+                json_path, "dataset", estimator.keypoints, draw_cfg.kpt_thr, keep_journal=False,
+                provenance=None if model is None else provenance(source if local else None, [str(source)], model, estimator.config),
+            ))
             if json_path is not None else None
         )
         lines = stack.enter_context(JsonLinesWriter(options.jsonl_out)) if options.jsonl_out else None

@@ -79,7 +79,12 @@ def write_image(
     ok, encoded = cv2.imencode(extension, image_bgr, params)
     if not ok:
         raise ConfigError(f"{target}: OpenCV could not encode the image as {extension}")
-    atomic_write_bytes(target, encoded.tobytes())
+    try:
+        atomic_write_bytes(target, encoded.tobytes())
+    except OSError as error:
+        from .output_plan import output_error
+
+        raise output_error(error, target) from None
 
 
 def _create_temp_beside(target: Path) -> tuple[int, str]:

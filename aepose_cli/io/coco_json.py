@@ -6,6 +6,7 @@ stopped; the final JSON is assembled from the journal, atomically, at `close()`.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,16 +14,17 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..keypoints import KeypointSet
 from ..types import FrameResult, Pose
 from .atomic import atomic_output
-from .jsonlines import LineLog, dumps, iter_records, open_resumable, track_fields
+from .jsonlines import JournalBusy, JournalCorrupt, LineLog, dumps, iter_records, open_resumable, track_fields
 
 JSON_STYLES: tuple[str, ...] = ("dataset", "results")
 PERSON_CATEGORY_ID = 1
 JOURNAL_SUFFIX = ".partial.jsonl"
-_JOURNAL_FORMAT = 1
+_JOURNAL_FORMAT = 2
+_PID_WIDTH = 10  # the header's writer pid is padded, so a resumed run can overwrite it in place
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +140,15 @@ class CocoJsonWriter:
     annotation tools. Style 'results': the flat list COCO evaluation takes (`coco.loadRes`).
     Annotation ids are assigned 1, 2, ... in journal order when the final file is assembled.
     Not thread-safe: use it from one (writer) thread.
+
+    Exclusive and self-describing: the journal is locked (`fcntl.flock`) from opening until
+    the final file is in place or the run stops, so a second writer of the same output fails
+    at once (OutputError naming the holder's pid) and never truncates the first one's journal.
+    `provenance` (a JSON-able dict: input root, input keys, checkpoint sha256, inference
+    settings) is recorded in the journal's header and in the dataset file's `info.aepose`;
+    resuming a journal whose provenance differs raises ConfigError saying which field differs.
+    A bad line before the journal's end is a ConfigError; a torn last line is cut off.
+    `keep_journal=False` deletes the journal when the run fails (for runs that cannot resume).
     """
 
     def __init__(
@@ -150,6 +161,8 @@ class CocoJsonWriter:
         resume: bool = False,
         fsync_every: int = 100,
         fsync_seconds: float = 5.0,
+        provenance: dict[str, Any] | None = None,
+        keep_journal: bool = True,
     ) -> None:
         if style not in JSON_STYLES:
             choices = ", ".join(JSON_STYLES)
@@ -159,7 +172,21 @@ class CocoJsonWriter:
         self.style = style
         self.keypoints = keypoints
         self.kpt_thr = float(kpt_thr)
-        handle, records = open_resumable(self.journal_path, resume, _journal_summary)
+        self.provenance = provenance
+        self.keep_journal = keep_journal
+        try:
+            handle, records = open_resumable(self.journal_path, resume, _journal_summary, lock=True)
+        except JournalBusy:
+            raise OutputError(
+                f"{self.path}: another aepose run{_holder(self.journal_path)} is writing it; "
+                "wait for it to finish or choose another output"
+            ) from None
+        except JournalCorrupt as error:
+            raise ConfigError(f"{error}; delete {self.journal_path.name} or run without resuming") from None
+        except OSError as error:
+            from .output_plan import output_error
+
+            raise output_error(error, self.journal_path) from None
         self._log = LineLog(handle, fsync_every=fsync_every, fsync_seconds=fsync_seconds)
         self._keys: set[str] = set()
         self._image_ids: set[int] = set()
@@ -167,7 +194,40 @@ class CocoJsonWriter:
         if records:
             self._adopt(records)
         else:
-            self._log.append(self._header())
+            try:
+                self._log.append(self._header())
+                self._log.sync()
+            except OSError as error:
+                self.discard()
+                from .output_plan import output_error
+
+                raise output_error(error, self.journal_path) from None
+
+    def adopt_final(self, final: dict[str, Any], keys: set[str]) -> int:
+        """Seed a fresh journal with the images of a finished dataset-style file of the same
+        run (its `images` whose file name is in `keys`, and their poses), so that a resumed
+        run redoes only what that file lacks (images that failed). Returns how many it took."""
+        people: dict[int, list[dict[str, Any]]] = {}
+        for ann in final.get("annotations", []):
+            people.setdefault(ann["image_id"], []).append(ann)
+        taken = 0
+        for image in final.get("images", []):
+            name = image.get("file_name")
+            if name not in keys or name in self._keys:
+                continue
+            poses = []
+            for ann in people.get(image["id"], []):
+                flat = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+                flat[:, 2] = ann["keypoint_scores"]
+                entry: dict[str, Any] = {"keypoints": flat.ravel().tolist(), "score": float(ann["score"])}
+                if "track_id" in ann:
+                    entry["track_id"] = int(ann["track_id"])
+                poses.append(entry)
+            self._log.append({"key": name, "image": image, "poses": poses})
+            self._keys.add(name)
+            self._image_ids.add(int(image["id"]))
+            taken += 1
+        return taken
 
     # -- public API -------------------------------------------------------------------------
 
@@ -205,40 +265,61 @@ class CocoJsonWriter:
                     f"pose with {len(pose.keypoints)} joints for keypoint set "
                     f"{self.keypoints.name!r} ({self.keypoints.num_joints} joints)"
                 )
-        self._log.append(
-            {
-                "key": key,
-                "image": image_record(image_id, frame, file_name),
-                "poses": [_pose_to_journal(pose) for pose in frame.poses],
-            }
-        )
+        record = {
+            "key": key,
+            "image": image_record(image_id, frame, file_name),
+            "poses": [_pose_to_journal(pose) for pose in frame.poses],
+        }
+        try:
+            self._log.append(record)
+        except OSError as error:
+            from .output_plan import output_error
+
+            raise output_error(error, self.journal_path) from None
         self._keys.add(key)
         self._image_ids.add(image_id)
         return image_id
 
     def close(self) -> Path:
-        """Assemble the final JSON from the journal (atomically) and delete the journal."""
+        """Assemble the final JSON from the journal (atomically) and delete the journal.
+
+        The journal stays locked until it is deleted, so no other run can take it over while
+        the final file is assembled. If assembling fails (a full disk), the journal is kept
+        and unlocked, as `abort()` leaves it."""
         if not self._closed:
-            self._log.close()
             self._closed = True
-            with atomic_output(self.path, "w") as handle:
-                if self.style == "dataset":
-                    self._write_dataset(handle)
-                else:
-                    self._write_results(handle)
-            self.journal_path.unlink()
+            try:
+                self._log.sync()
+                with atomic_output(self.path, "w") as handle:
+                    if self.style == "dataset":
+                        self._write_dataset(handle)
+                    else:
+                        self._write_results(handle)
+                self.journal_path.unlink()
+            except OSError as error:
+                from .output_plan import output_error
+
+                raise output_error(error, self.path) from None
+            finally:
+                self._log.close(quiet=True)
         return self.path
+
+    @property
+    def frames(self) -> int:
+        """Frames in the journal (this run's and those of the run it resumed)."""
+        return len(self._keys)
 
     def abort(self) -> None:
         """Stop without assembling: the journal stays (synced) for a later `resume=True` run."""
         if not self._closed:
-            self._log.close()
+            self._log.close(quiet=True)
             self._closed = True
 
     def discard(self) -> None:
         """Stop and delete the journal: nothing of this run is kept (nor resumable)."""
+        if not self._closed:
+            self.journal_path.unlink(missing_ok=True)  # still locked: nobody else uses it
         self.abort()
-        self.journal_path.unlink(missing_ok=True)
 
     def __enter__(self) -> CocoJsonWriter:
         return self
@@ -246,31 +327,42 @@ class CocoJsonWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
-        else:
+        elif self.keep_journal and self._keys:
             self.abort()
+        else:
+            self.discard()
 
     # -- journal ----------------------------------------------------------------------------
 
     def _header(self) -> dict[str, Any]:
         return {
             "aepose_journal": _JOURNAL_FORMAT,
+            "writer_pid": str(os.getpid()).rjust(_PID_WIDTH),
             "keypoint_set": self.keypoints.name,
             "num_joints": self.keypoints.num_joints,
+            "style": self.style,
+            "provenance": self.provenance,
         }
 
     def _adopt(self, records: list[Any]) -> None:
-        """Take over a previous run's journal after checking it was written for the same joints."""
+        """Take over a previous run's journal after checking it was written by the same kind of
+        run: same format, keypoint set, style, and provenance (inputs, checkpoint, settings)."""
         header, frames = records[0], records[1:]
-        if header != self._header():
-            found = header.get("keypoint_set") if isinstance(header, dict) else None
-            self._log.close()
+        reason = _header_mismatch(header, self._header())
+        if reason is not None:
+            self._log.close(quiet=True)
             raise ConfigError(
-                f"{self.journal_path}: unfinished run of another kind (keypoint set "
-                f"{found!r}); delete it or run without resuming"
+                f"{self.journal_path}: unfinished run of another kind ({reason}); "
+                "delete it or run without resuming"
             )
-        for key, image_id in frames:
+        for entry in frames:
+            if not isinstance(entry, tuple):
+                self._log.close(quiet=True)
+                raise ConfigError(f"{self.journal_path}: a second header in the journal; delete it or run without resuming")
+            key, image_id = entry
             self._keys.add(key)
             self._image_ids.add(image_id)
+        _rewrite_pid(self._log, self.journal_path)
 
     def _frame_records(self) -> Iterator[dict[str, Any]]:
         records = iter_records(self.journal_path)
@@ -280,11 +372,13 @@ class CocoJsonWriter:
     # -- final file -------------------------------------------------------------------------
 
     def _write_dataset(self, handle: IO[str]) -> None:
-        info = {
+        info: dict[str, Any] = {
             "description": "poses estimated by aepose",
             "keypoint_set": self.keypoints.name,
             "kpt_thr": self.kpt_thr,
         }
+        if self.provenance is not None:
+            info["aepose"] = self.provenance
         handle.write('{"info":' + dumps(info) + ',"licenses":[],\n"images":[')
         _write_items(handle, (record["image"] for record in self._frame_records()))
         handle.write('],\n"annotations":[')
@@ -317,7 +411,69 @@ def _journal_summary(record: dict[str, Any]) -> dict[str, Any] | tuple[str, int]
     """What resuming needs of a journal line: the header whole, else (key, image id)."""
     if "aepose_journal" in record:
         return record
-    return str(record["key"]), int(record["image"]["id"])
+    if not isinstance(record["key"], str) or not isinstance(record["poses"], list):
+        raise TypeError("not a frame record")
+    image_id = record["image"]["id"]
+    if not isinstance(image_id, int) or isinstance(image_id, bool):
+        raise TypeError("image id is not an integer")
+    return record["key"], image_id
+
+
+_PROVENANCE_NAMES = {
+    "input_root": "input folder",
+    "inputs": "input images",
+    "checkpoint_sha256": "checkpoint",
+    "settings": "inference settings",
+}
+
+
+def _header_mismatch(found: Any, wanted: dict[str, Any]) -> str | None:
+    """Why a journal's header does not fit this run (None when it does), in a few words."""
+    if not isinstance(found, dict) or found.get("aepose_journal") != wanted["aepose_journal"]:
+        return "journal format {!r}".format(found.get("aepose_journal") if isinstance(found, dict) else None)
+    for field in ("keypoint_set", "num_joints", "style"):
+        if found.get(field) != wanted[field]:
+            return f"{field.replace('_', ' ')} {found.get(field)!r}, now {wanted[field]!r}"
+    old, new = found.get("provenance") or {}, wanted.get("provenance") or {}
+    for field in sorted(set(old) | set(new)):
+        if old.get(field) != new.get(field):
+            name = _PROVENANCE_NAMES.get(field, field)
+            if field == "settings" and isinstance(old.get(field), dict) and isinstance(new.get(field), dict):
+                diff = [k for k in sorted(set(old[field]) | set(new[field])) if old[field].get(k) != new[field].get(k)]
+                return f"other {name}: " + ", ".join(f"{k} {old[field].get(k)!r} then, {new[field].get(k)!r} now" for k in diff[:3])
+            if field == "inputs":
+                return f"other {name} ({len(old.get(field) or [])} then, {len(new.get(field) or [])} now)"
+            return f"other {name}: {old.get(field)!r} then, {new.get(field)!r} now"
+    return None
+
+
+def _holder(journal: Path) -> str:
+    """' (pid N)' read from a locked journal's header, or '' when it cannot be read yet."""
+    try:
+        with open(journal, "rb") as handle:
+            first = handle.readline()
+        pid = int(str(json.loads(first).get("writer_pid", "")).strip())
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f" (pid {pid})"
+
+
+def _rewrite_pid(log: LineLog, journal: Path) -> None:
+    """A resumed journal's header names the pid now holding it (same width, so in place)."""
+    with open(journal, "rb") as handle:
+        first = handle.readline()
+    marker = b'"writer_pid":"'
+    at = first.find(marker)
+    if at < 0:
+        return
+    try:
+        json.loads(first)
+    except ValueError:
+        return
+    log.sync()
+    with open(journal, "r+b") as raw:
+        raw.seek(at + len(marker))
+        raw.write(str(os.getpid()).rjust(_PID_WIDTH).encode()[:_PID_WIDTH])
 
 
 def journal_path(output: str | os.PathLike[str]) -> Path:

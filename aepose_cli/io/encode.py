@@ -8,8 +8,11 @@ Atomic output: `VideoSink` encodes into `<out>.part-<random>.mp4` next to `<out>
 `os.replace`s it onto `<out>` on `close()`. When the run fails (an exception inside the `with`
 block, or `abort()`), the partial file is still finalised into a playable MP4 holding every
 frame written so far (audio up to its last frame) and, with `keep_partial=True` (default),
-renamed to `<out>` all the same; the caller reports the error. With no frame written, or
-`keep_partial=False`, the part file is deleted and `<out>` is left untouched.
+renamed to `<stem>.partial.mp4` (`partial_path`), never to `<out>`: nothing under the final
+name looks complete when it is not; the caller reports the error. With no frame written, or
+`keep_partial=False`, the part file is deleted. `<out>` is never touched by a failed run.
+A write error of the file system (full disk, read-only) is an OutputError naming `<out>`, and
+the part file is deleted.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import av.error
 import cv2
 import numpy as np
 
-from ..errors import AeposeError, ConfigError
+from ..errors import AeposeError, ConfigError, OutputError
 from .audio import AUDIO_LEAD_S, AudioCopy, open_audio_copy
 from .decode import FALLBACK_RATE, FALLBACK_TIME_BASE, VideoInfo, VideoSource, one_line
 
@@ -49,6 +52,17 @@ def _pick_encoder(candidates: Sequence[str]) -> tuple[str, str | None]:
             return name, None
         return name, f"{candidates[0]} is not available in this FFmpeg build; encoded with {name}"
     raise AeposeError(f"no usable video encoder among {', '.join(candidates)}")
+
+
+def partial_name(path: Path) -> Path:
+    """Where a failed run keeps its frames: `clip.pose.mp4` -> `clip.pose.partial.mp4`."""
+    return path.with_name(f"{path.stem}.partial{path.suffix or '.mp4'}")
+
+
+def _reason(error: BaseException) -> str:
+    from .output_plan import describe_os_error
+
+    return describe_os_error(error) if isinstance(error, OSError) and error.errno else one_line(error)
 
 
 def _even(n: int) -> int:
@@ -103,10 +117,12 @@ class VideoSink:
         if not self.path.parent.is_dir():
             raise ConfigError(f"{self.path}: output folder {self.path.parent} does not exist")
         self.part_path = self.path.with_name(f"{self.path.name}.part-{secrets.token_hex(4)}.mp4")
+        self.partial_path = partial_name(self.path)
+        self.kept_partial: Path | None = None
         try:
             self._container = av.open(str(self.part_path), "w", format="mp4")
         except (av.error.FFmpegError, OSError) as error:
-            raise ConfigError(f"{self.path}: cannot write ({one_line(error)})") from None
+            raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
         try:
             self._stream = self._add_video_stream(crf, preset, encoders)
             if audio_from is not None:
@@ -203,8 +219,12 @@ class VideoSink:
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = out_pts
         frame.time_base = self.time_base
-        self._mux_audio_until(float(out_pts * self.time_base) + AUDIO_LEAD_S)
-        self._container.mux(self._stream.encode(frame))
+        try:
+            self._mux_audio_until(float(out_pts * self.time_base) + AUDIO_LEAD_S)
+            self._container.mux(self._stream.encode(frame))
+        except OSError as error:  # PyAV's errno errors are OSErrors too (full disk...)
+            self._discard()
+            raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
         self.frames_written += 1
 
     def _output_pts(self, pts: int | None) -> int:
@@ -259,15 +279,21 @@ class VideoSink:
                 self._mux_audio_until(None if complete else self._written_until_s())
             if self._audio is not None:
                 self._audio.flush(self._container)
+            self._container.close()
+        except OSError as error:
+            self._discard()
+            raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
         except BaseException:
             self._discard()
             raise
         finally:
             if self._audio is not None:
                 self._audio.close()
-        self._container.close()
-        if self.frames_written and (complete or self.keep_partial):
+        if self.frames_written and complete:
             os.replace(self.part_path, self.path)
+        elif self.frames_written and self.keep_partial:
+            os.replace(self.part_path, self.partial_path)
+            self.kept_partial = self.partial_path
         else:
             self.part_path.unlink(missing_ok=True)
 

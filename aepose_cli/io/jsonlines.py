@@ -30,25 +30,44 @@ def dumps(value: Any) -> str:
 # Line journals (shared by the COCO writer and the JSON lines writer)
 
 
+class JournalCorrupt(ValueError):
+    """A JSON-lines journal has a bad line before its end (not a line torn by a crash)."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}: line {line} {reason}")
+        self.path = path
+        self.line = line
+
+
 def _scan_lines(path: Path, summarise: Callable[[dict[str, Any]], T]) -> tuple[list[T], int]:
     """Summarise each valid record of a JSON-lines file; return the summaries and the byte
     length the valid lines occupy.
 
-    Reading stops at the first line that is not complete, valid JSON (a line torn by a crash):
-    everything after it is treated as not written. Only the (small) summaries are kept, so
-    resuming a run of any length takes little memory.
+    The last line may be torn by a crash (no newline, or not valid JSON): it counts as not
+    written. A bad line anywhere before the last is not what a crash leaves, so it raises
+    `JournalCorrupt` (nothing is cut off). `summarise` raising KeyError, TypeError or ValueError
+    on a record means the record is not of the expected shape: `JournalCorrupt` too. Only the
+    (small) summaries are kept, so resuming a run of any length takes little memory.
     """
     summaries: list[T] = []
     good_length = 0
     with open(path, "rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
+        for number, line in enumerate(handle, start=1):
+            torn = not line.endswith(b"\n")
+            record: Any = None
+            if not torn:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    torn = True
+            if torn:
+                if handle.read(1):
+                    raise JournalCorrupt(path, number, "is not valid JSON")
                 break
             try:
-                record = json.loads(line)
-            except ValueError:
-                break
-            summaries.append(summarise(record))
+                summaries.append(summarise(record))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise JournalCorrupt(path, number, "is not a record of this journal") from None
             good_length += len(line)
     return summaries, good_length
 
@@ -95,25 +114,83 @@ class LineLog:
         self._unsynced = 0
         self._last_sync = time.monotonic()
 
-    def close(self) -> None:
+    def close(self, *, quiet: bool = False) -> None:
+        """Sync and close; `quiet` (for failure paths) lets a sync error (full disk) pass, so the
+        error that stopped the run is the one reported."""
         if self._handle.closed:
             return
-        self.sync()
-        self._handle.close()
+        try:
+            self.sync()
+        except OSError:
+            if not quiet:
+                raise
+        finally:
+            try:
+                self._handle.close()
+            except OSError:
+                if not quiet:
+                    raise
 
 
 def open_resumable(
-    path: Path, resume: bool, summarise: Callable[[dict[str, Any]], T]
+    path: Path, resume: bool, summarise: Callable[[dict[str, Any]], T], *, lock: bool = False
 ) -> tuple[IO[str], list[T]]:
     """Open a JSON-lines file for appending; with `resume`, keep its valid lines (returning their
-    summaries) and cut off a torn tail so new lines start on a line boundary."""
+    summaries) and cut off a torn tail so new lines start on a line boundary.
+
+    With `lock`, the file is opened without truncating it and locked (`fcntl.flock`, exclusive,
+    non-blocking) first; if another process holds the lock, `JournalBusy` is raised and the
+    file is left as it was. The lock lasts as long as the returned handle is open.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if lock:
+        fd = _open_locked(path)
+        if resume:
+            summaries, good_length = _scan_lines(path, summarise)
+        else:
+            summaries, good_length = [], 0
+        os.ftruncate(fd, good_length)
+        os.lseek(fd, 0, os.SEEK_END)
+        return os.fdopen(fd, "a", encoding="utf-8"), summaries
     if resume and path.exists():
         summaries, good_length = _scan_lines(path, summarise)
         with open(path, "r+b") as raw:
             raw.truncate(good_length)
         return open(path, "a", encoding="utf-8"), summaries
     return open(path, "w", encoding="utf-8"), []
+
+
+class JournalBusy(Exception):
+    """Another process holds the lock of a journal."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+def _open_locked(path: Path) -> int:
+    """An fd on `path` (created if absent, never truncated) holding an exclusive flock
+    (where the platform has no `fcntl`, the fd comes without a lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalBusy(path) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a journal its finished owner unlinked while we were opening it
+            return fd
+        os.close(fd)
+    raise JournalBusy(path)
 
 
 # ---------------------------------------------------------------------------------------------
