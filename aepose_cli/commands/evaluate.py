@@ -99,7 +99,7 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
         done = writer.finished_sources() if skip_existing else frozenset()
         todo = [(im, p) for im, p in present if im["file_name"] not in done]
         items = (
-            WorkItem(index=i, key=im["file_name"], load=(lambda p=p: read_image(p)), extra=im["id"])
+            WorkItem(index=i, key=im["file_name"], load=(lambda p=p: read_image(p, config.max_pixels)), extra=im["id"])
             for i, (im, p) in enumerate(todo)
         )
 
