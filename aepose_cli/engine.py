@@ -141,12 +141,12 @@ def check_canvas(geometry: ImageGeometry) -> None:
     Computed from the geometry alone, before any warp or tensor is allocated.
     """
     from .config import MAX_CANVAS_SIDE
-    from .errors import InputError
+    from .errors import UnnamedInputError
 
     cw, ch = geometry.inputs[0].size_wh  # the largest scale comes first
     if max(cw, ch) > MAX_CANVAS_SIDE:
         w, h = geometry.image_wh
-        raise InputError(
+        raise UnnamedInputError(
             f"{w}x{h} image: its aspect ratio needs a {cw}x{ch} network canvas "
             f"(at most {MAX_CANVAS_SIDE} pixels a side); crop it or lower --scales"
         )

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import AeposeError, InputError
+from .errors import AeposeError, InputError, UnnamedInputError
 from .estimator import PoseEstimator
 from .types import FrameResult
 
@@ -124,8 +124,8 @@ def run_pipeline(
                     prep.geometry, prep.inputs = estimator.engine.prepare(prep.image)
                     prep.timings["preprocess"] = time.perf_counter() - t1
                 except (AeposeError, OSError, ValueError) as exc:
-                    if prep.image is not None and not str(exc).startswith(item.key):
-                        exc = InputError(f"{item.key}: {exc}")  # the decoded image was refused
+                    if isinstance(exc, UnnamedInputError):
+                        exc = InputError(f"{item.key}: {exc}")  # name the image it refused
                     prep.error = exc
                     prep.image = prep.inputs = None
                 prep.nbytes = _nbytes(prep)
@@ -213,9 +213,10 @@ def run_pipeline(
 
 
 def _nbytes(prep: _Prepared) -> int:
-    total = 0 if prep.image is None else int(prep.image.nbytes)
-    for tensor in prep.inputs or ():
-        total += tensor.element_size() * tensor.nelement()
+    total = int(getattr(prep.image, "nbytes", 0))
+    for tensor in prep.inputs if isinstance(prep.inputs, (list, tuple)) else ():
+        if hasattr(tensor, "element_size"):
+            total += tensor.element_size() * tensor.nelement()
     return total
 
 
