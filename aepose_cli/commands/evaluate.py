@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 from ..config import InferenceConfig
@@ -21,19 +22,29 @@ def run_evaluate(
 
     if (images_dir is None) == (pred_path is None):
         raise ConfigError("give exactly one of --images DIR (run inference) or --pred RESULTS.json")
-    ann = load_annotations(ann_path)
+    from ..errors import AnnotationError
+    from ..evaluate import load_results
+
+    ann = load_annotations(ann_path)  # every entry checked: before any model loads
     ann_k = _annotation_num_joints(ann, ann_path)
     image_entries = list(ann.get("images", []))
+    if not image_entries:
+        raise AnnotationError(f"{ann_path}: no images to evaluate")
     if max_images is not None:
         image_entries = image_entries[:max_images]
     subset = None
     if max_images is not None:
         subset = _subset_annotations(ann, {im["id"] for im in image_entries})
+    results_name = None
     if pred_path is not None:
         kps = keypoint_set(model.keypoints) if model.keypoints else keypoint_set_for(ann_k)
         if kps.num_joints != ann_k:
             raise ConfigError(f"--keypoints {kps.name} has {kps.num_joints} joints but {ann_path} has {ann_k}")
-        results_path = pred_path
+        results_path, results_name = load_results(pred_path)
+        if subset is not None:
+            # --max-images N scores the first N images: results for the others are left out.
+            kept = {im["id"] for im in image_entries}
+            results_path = [r for r in results_path if r["image_id"] in kept]
         timing = None
     else:
         results_path, kps, timing, evaluated = _evaluate_inference(
@@ -42,7 +53,10 @@ def run_evaluate(
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
             subset = _subset_annotations(ann, evaluated)
-    metrics = evaluate_keypoints(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    metrics = evaluate_keypoints(
+        subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area,
+        annotations_name=str(ann_path), results_name=results_name,
+    )
     out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
     if timing is not None:
         out_console.print(timing)
@@ -65,6 +79,35 @@ def _annotation_num_joints(ann: dict, path: Path) -> int:
     raise AnnotationError(f"{path}: no keypoints in any category or annotation")
 
 
+def _image_paths(ann_path: Path, image_entries: list[dict], images_dir: Path) -> list[tuple[dict, Path]]:
+    """Each image's file under `images_dir`, refused (fatal, before the model loads) when its
+    `file_name` leads outside the folder.
+
+    A `file_name` is joined to the folder and resolved (`realpath`: `..`, absolute paths and
+    symbolic links all followed); the result must lie inside the resolved folder. A link inside
+    the folder that points out of it is refused too. The message is the same whether the
+    outside file exists, is unreadable or is absent (nothing outside is looked at), so the
+    annotation file cannot be used to probe the file system. The whole run stops: a file that
+    names paths outside its image folder is not a dataset to score.
+    """
+    from ..errors import AnnotationError
+
+    root = os.path.realpath(images_dir)
+    paths = []
+    for i, im in enumerate(image_entries):
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise AnnotationError(f"{ann_path}: images[{i}] (id {im.get('id')}) has no 'file_name'")
+        inside = "\0" not in name and not os.path.isabs(name)
+        resolved = os.path.realpath(os.path.join(root, name)) if inside else ""
+        if not inside or os.path.commonpath([root, resolved]) != root:
+            raise AnnotationError(
+                f"{ann_path}: images[{i}] file_name {name!r} is outside --images {images_dir}; refused"
+            )
+        paths.append((im, Path(resolved)))
+    return paths
+
+
 def _subset_annotations(ann: dict, image_ids: set) -> dict:
     subset = dict(ann)
     subset["images"] = [im for im in ann["images"] if im["id"] in image_ids]
@@ -81,9 +124,9 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: image folder not found")
     present, missing = [], []
-    for im in image_entries:
-        path = images_dir / im["file_name"]
-        (present if path.is_file() else missing).append((im, path))
+    for im, path in _image_paths(ann_path, image_entries, images_dir):
+        # Anything there is tried (a FIFO or folder then fails as that image, in one line).
+        (present if os.path.lexists(path) else missing).append((im, path))
     if missing:
         names = ", ".join(im["file_name"] for im, _ in missing[:5]) + (" ..." if len(missing) > 5 else "")
         if not allow_missing:
