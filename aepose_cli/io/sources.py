@@ -58,8 +58,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise InputError(f"{path}: image header gives an empty size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
         raise InputError(
-            f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-            f"{max_pixels / 1e6:g} (raise --max-pixels to allow it)"
+            f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (raise --max-pixels to allow it)"
         )
     # Checked before decoding: OpenCV 4.8 decodes a cut JPEG partially, newer 4.x refuse it;
     # either way the user gets the same, precise reason.
