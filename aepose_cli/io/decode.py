@@ -448,11 +448,8 @@ class VideoSource:
                     yield DecodedFrame(index, pts, self._time_base, timestamp_s, image)
                 kept_in_range += 1
             index += 1
-        # Packets read after the last decoded frame that gave no picture.
-        tail = offset + len(self._packet_pts) - index if self._packet_pts else 0
-        if tail > 0 and self.end_s is None:
-            self._count_undecodable(index, tail)
-            index += tail
+        # Frames lost after the last decoded one are not counted here: the header's frame count
+        # reports them (`_check_complete`), as it does a stream cut short.
         self._check_complete(index)
 
     def _count_undecodable(self, first: int, count: int) -> None:
