@@ -145,6 +145,19 @@ def evaluate_keypoints(
     """
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
+    try:
+        return _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name)
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError):
+        # In-memory inputs are not checked up front (files are, when read: see `load_annotations`,
+        # `load_results`); when they break the evaluation, the checks say where.
+        if not isinstance(annotations, (str, Path)):
+            check_annotations(annotations, annotations_name or "<annotations>")
+        if not isinstance(results, (str, Path)):
+            check_results(results, results_name or "<results>")
+        raise
+
+
+def _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name) -> dict[str, float]:
     dataset = _load_dataset(annotations, annotations_name)
     sigmas_array = np.asarray(sigmas, dtype=np.float64)
     if sigmas_array.shape != (dataset.num_joints,):
@@ -152,7 +165,12 @@ def evaluate_keypoints(
             f"{dataset.name}: annotations have K={dataset.num_joints} keypoints but "
             f"{sigmas_array.size} sigmas were given"
         )
-    result_list, results_name = load_results(results, results_name)
+    if isinstance(results, (str, Path)):
+        result_list, results_name = load_results(results, results_name)
+    else:
+        result_list, results_name = results, results_name or "<results>"
+        if not isinstance(result_list, list):
+            raise AnnotationError(f"{results_name}: results must be a list of detections")
     if not result_list:
         return {name: 0.0 for name in METRIC_NAMES}
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
@@ -280,23 +298,51 @@ def check_annotations(data: Any, name: str) -> None:
 def check_results(results: Any, name: str) -> None:
     """AnnotationError naming the file and the first bad entry of a COCO keypoint results list:
     objects with integer 'image_id' and 'category_id', 'keypoints' a list of numbers (length a
-    multiple of 3), a finite number 'score', and 'bbox' (if any) four numbers."""
+    multiple of 3), a finite number 'score', and 'bbox' (if any) four numbers.
+
+    A bulk pass over the fields decides (a few ms for 10,000 results); only when it fails are the
+    entries walked one by one to name the first bad one. Keypoint values are left to the bulk
+    numpy parse of `_detections`, which refuses non-numbers naming the file.
+    """
     if not isinstance(results, list):
         raise AnnotationError(f"{name}: results must be a JSON list of detections")
+    if _results_look_valid(results):
+        return
     for i, r in enumerate(results):
-        where = f"{name}: result [{i}]"
-        if not isinstance(r, dict):
-            raise AnnotationError(f"{where}: must be an object, got {_show(r)}")
-        for key in ("image_id", "category_id"):
-            if not _is_int(r.get(key)):
-                raise AnnotationError(f"{where}: '{key}' must be an integer, got {_show(r.get(key))}")
-        if "keypoints" not in r:
-            raise AnnotationError(f"{where}: no 'keypoints'")
-        _check_numbers(r, "keypoints", where, multiple=3)
-        if not _is_number(r.get("score")):
-            raise AnnotationError(f"{where}: 'score' must be a finite number, got {_show(r.get('score'))}")
-        if "bbox" in r and r["bbox"] != []:
-            _check_numbers(r, "bbox", where, length=4)
+        _check_result(r, f"{name}: result [{i}]")
+
+
+def _results_look_valid(results: list) -> bool:
+    try:
+        return (
+            {type(r) for r in results} <= {dict}
+            and {type(r.get("image_id")) for r in results} <= {int}
+            and {type(r.get("category_id")) for r in results} <= {int}
+            and {type(r.get("score")) for r in results} <= _NUMBER_TYPES
+            and all(map(math.isfinite, (r["score"] for r in results)))
+            and {type(r.get("keypoints")) for r in results} <= {list}
+            and not any(len(r["keypoints"]) % 3 for r in results)
+            and {type(v) for r in results for v in r.get("bbox") or ()} <= _NUMBER_TYPES
+            and all(len(r["bbox"]) == 4 for r in results if r.get("bbox"))
+            and {type(r.get("bbox", [])) for r in results} <= {list}
+        )  # keypoint values themselves: parsed in bulk by numpy in `_detections`
+    except (TypeError, AttributeError):
+        return False
+
+
+def _check_result(r: Any, where: str) -> None:
+    if not isinstance(r, dict):
+        raise AnnotationError(f"{where}: must be an object, got {_show(r)}")
+    for key in ("image_id", "category_id"):
+        if not _is_int(r.get(key)):
+            raise AnnotationError(f"{where}: '{key}' must be an integer, got {_show(r.get(key))}")
+    if "keypoints" not in r:
+        raise AnnotationError(f"{where}: no 'keypoints'")
+    _check_numbers(r, "keypoints", where, multiple=3)
+    if not _is_number(r.get("score")):
+        raise AnnotationError(f"{where}: 'score' must be a finite number, got {_show(r.get('score'))}")
+    if "bbox" in r and r["bbox"] != []:
+        _check_numbers(r, "bbox", where, length=4)
 
 
 def _load_dataset(source: Any, name: str | None = None) -> _Dataset:
@@ -305,7 +351,8 @@ def _load_dataset(source: Any, name: str | None = None) -> _Dataset:
     name = name or default_name
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise AnnotationError(f"{name}: not a COCO annotation file (no 'annotations' list)")
-    check_annotations(data, name)
+    if isinstance(source, (str, Path)):
+        check_annotations(data, name)
     annotations = data["annotations"]
     lengths = {len(a["keypoints"]) for a in annotations if isinstance(a, dict) and "keypoints" in a}
     if not lengths:
