@@ -20,7 +20,6 @@ from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
 from .keypoints import KEYPOINT_SETS
 
-
 # -- option types ----------------------------------------------------------------------------
 # Upper bounds that keep one image's memory sane whatever the flags (issue 8): the reference
 # uses 30 candidates per joint, scales up to 2, batches of a few images, radius 4, thickness 1.
