@@ -182,7 +182,7 @@ def _load(annotations, results, sigmas, flip_index, use_area: bool, max_dets: in
             f"{dataset.name}: the error analysis needs exactly one category, found "
             f"{len(dataset.category_ids)}"
         )
-    result_list, results_name = ev._load_results(results)
+    result_list, results_name = ev.load_results(results)
     if not result_list:
         raise AnnotationError(f"{results_name}: no detections to analyse")
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}

@@ -7,6 +7,7 @@ become one line on stderr and a non-zero exit code in `main`, and only there.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,8 +20,42 @@ from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
 from .keypoints import KEYPOINT_SETS
 
+# -- option types ----------------------------------------------------------------------------
+# Upper bounds that keep one image's memory sane whatever the flags (issue 8): the reference
+# uses 30 candidates per joint, scales up to 2, batches of a few images, radius 4, thickness 1.
+MAX_PEOPLE = 1000
+MAX_SCALE = 4.0
+MAX_BATCH = 256
+MAX_RADIUS = 100
+MAX_THICKNESS = 100
+DEFAULT_MAX_PIXELS = 100_000_000
 
-# -- option groups ---------------------------------------------------------------------------
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite (no nan, inf) and within [low, high] (each side open or closed)."""
+
+    name = "float"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
+            self.fail(f"{value!r} is not {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
+        if self.high is not None and number > self.high:
+            self.fail(f"{value!r} is not <= {self.high:g}", param, ctx)
+        return number
+
+
 def _parse_scales(_ctx, _param, value: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(v) for v in value.replace(" ", "").split(",") if v)
@@ -28,7 +63,31 @@ def _parse_scales(_ctx, _param, value: str) -> tuple[float, ...]:
         raise click.BadParameter(f"expected comma-separated numbers such as 2,1,0.5, got {value!r}") from None
     if not scales:
         raise click.BadParameter("at least one scale is needed")
+    for s in scales:
+        if not math.isfinite(s) or not 0 < s <= MAX_SCALE:
+            raise click.BadParameter(f"every scale must be a finite number in (0, {MAX_SCALE:g}], got {s:g}")
     return scales
+
+
+def _check_device(_ctx, _param, value: str) -> str:
+    """`auto`, `cpu`, `cuda` or `cuda:N` where this machine has that GPU; anything else is refused
+    here, before a model loads (torch accepts `meta`, `mps`, ... that this tool cannot run on)."""
+    name = value.strip().lower()
+    if name in ("auto", "cpu"):
+        return name
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise click.BadParameter(f"{value!r}: expected auto, cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise click.BadParameter(f"{value!r}: CUDA is not available on this machine (use cpu)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise click.BadParameter(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
+
+
+# -- option groups ---------------------------------------------------------------------------
 
 
 def model_options(func):
@@ -37,18 +96,19 @@ def model_options(func):
         click.option("--model", "model_name", default=None, help="Zoo model to use (see `aepose models`); default hrnet_w32_coco."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout); never touches the network."),
         click.option("--keypoints", type=click.Choice(list(KEYPOINT_SETS)), default=None, help="Keypoint set of the checkpoint; default chosen by its number of joints."),
-        click.option("--device", default="auto", show_default=True, help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs."),
-        click.option("--scales", default="1", show_default=True, callback=_parse_scales, help="Test scales, e.g. 2,1,0.5 for multi-scale testing."),
+        click.option("--device", default="auto", show_default=True, callback=_check_device, help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs (refused on CPU, where they are slower)."),
+        click.option("--scales", default="1", show_default=True, callback=_parse_scales, help=f"Test scales, e.g. 2,1,0.5 for multi-scale testing (each in (0, {MAX_SCALE:g}])."),
         click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (average with the mirrored image)."),
         click.option("--adjust/--no-adjust", default=True, show_default=True, help="Quarter-pixel refinement of peaks."),
         click.option("--refine/--no-refine", default=True, show_default=True, help="Fill missing joints from the heatmaps near each person's tag."),
-        click.option("--max-people", default=30, show_default=True, type=click.IntRange(min=1), help="Candidates per joint (top-k)."),
-        click.option("--detection-threshold", default=0.1, show_default=True, type=float, help="Minimum heatmap value of a joint candidate."),
-        click.option("--tag-threshold", default=1.0, show_default=True, type=float, help="Maximum tag distance to join a person."),
+        click.option("--max-people", default=30, show_default=True, type=click.IntRange(1, MAX_PEOPLE), help="Candidates per joint (top-k)."),
+        click.option("--detection-threshold", default=0.1, show_default=True, type=FiniteFloat(0.0, 1.0), help="Minimum heatmap value of a joint candidate, in [0, 1]."),
+        click.option("--tag-threshold", default=1.0, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Maximum tag distance to join a person (> 0)."),
         click.option("--pose-nms", default=None, type=click.FloatRange(0, 1, min_open=True), help="OKS threshold of pose NMS (default 0.9; evaluate: off)."),
         click.option("--no-pose-nms", is_flag=True, default=False, help="Turn pose NMS off (the reference's evaluation path)."),
-        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
+        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
+        click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(min=0), help="Refuse images with more pixels than this, read from the file header before decoding (0: no limit)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -80,9 +140,9 @@ def json_options(func):
 
 def draw_options(func):
     options = [
-        click.option("--kpt-thr", default=0.3, show_default=True, type=float, help="Draw joints whose score is at least this."),
-        click.option("--radius", default=4, show_default=True, type=click.IntRange(min=0), help="Joint circle radius in pixels."),
-        click.option("--thickness", default=1, show_default=True, type=click.IntRange(min=1), help="Skeleton line thickness in pixels."),
+        click.option("--kpt-thr", default=0.3, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
+        click.option("--radius", default=4, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
+        click.option("--thickness", default=1, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -100,6 +160,10 @@ def _device(name: str) -> str:
 def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> InferenceConfig:
     if opts["no_pose_nms"] and opts["pose_nms"] is not None:
         raise ConfigError("--pose-nms and --no-pose-nms contradict each other")
+    device = _device(opts["device"])
+    if opts["precision"] != "fp32" and not device.startswith("cuda"):
+        # Half precision on CPU runs ~20x slower than fp32 and is not exact: never what is wanted.
+        raise ConfigError(f"--precision {opts['precision']} needs a CUDA device; on {device} use fp32 (the default)")
     pose_nms = None if opts["no_pose_nms"] else (opts["pose_nms"] if opts["pose_nms"] is not None else nms_default)
     return InferenceConfig(
         scales=opts["scales"],
@@ -110,11 +174,12 @@ def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> Inferen
         adjust=opts["adjust"],
         refine=opts["refine"],
         pose_nms=pose_nms,
-        device=_device(opts["device"]),
+        device=device,
         precision=opts["precision"],
         batch_size=opts["batch_size"],
         backend=opts["backend"],
         threads=opts["threads"],
+        max_pixels=opts["max_pixels"] or None,
     )
 
 
@@ -252,8 +317,8 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to the input, or in the --out folder).")
 @click.option("--no-json", is_flag=True, help="Do not write COCO JSON.")
 @click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file ('-' for stdout).")
-@click.option("--start", type=float, default=None, help="Start time in seconds.")
-@click.option("--end", type=float, default=None, help="End time in seconds.")
+@click.option("--start", type=FiniteFloat(0.0), default=None, help="Start time in seconds.")
+@click.option("--end", type=FiniteFloat(0.0, low_open=True), default=None, help="End time in seconds (after --start).")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
 @click.option("--track", is_flag=True, help="Give each person a stable id across frames (greedy OKS matching).")
 @click.option("--smooth", is_flag=True, help="One-Euro filter on tracked keypoints (implies --track).")
@@ -267,6 +332,8 @@ def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, strid
     from .commands.common import build_estimator
     from .commands.video import VideoOptions, run_video
 
+    if start is not None and end is not None and end <= start:
+        raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
     config = _inference_config(opts)
     options = VideoOptions(
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
@@ -283,6 +350,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aepose: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line like every other error (click's own form adds a usage block and a hint).
+        message = " ".join(exc.format_message().split())
+        click.echo(f"aepose: error: {message}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -5,11 +5,20 @@ hrnet_w32_coco_512x512.py in mmpose 0.29) so that a default run reproduces mmpos
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+# As Pillow's MAX_IMAGE_PIXELS (89 MP): a decoded 100 MP image is 300 MB of BGR.
+DEFAULT_MAX_PIXELS = 100_000_000
+# Longest side of the network canvas of the largest scale. The canvas keeps the image's aspect
+# with a 512-pixel short side at scale 1, so this admits 8:1 panoramas at scale 1 and 16:9 at
+# scale 4; an extreme aspect ratio (a 2x300 strip would need a 512x76800 canvas) is refused
+# instead of becoming a gigabyte tensor.
+MAX_CANVAS_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -38,12 +47,19 @@ class InferenceConfig:
     backend: str = "torch"
     # Threads of the ONNX Runtime / OpenVINO network; None: as many as torch uses.
     threads: int | None = None
+    # Images with more pixels are refused from their header, before decoding (None: no limit).
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not self.scales:
             raise ConfigError("--scales needs at least one scale")
-        if any(s <= 0 for s in self.scales):
-            raise ConfigError(f"scales must be positive, got {self.scales}")
+        if any(not math.isfinite(s) or s <= 0 for s in self.scales):
+            raise ConfigError(f"scales must be positive finite numbers, got {self.scales}")
+        for name, value in (("detection_threshold", self.detection_threshold), ("tag_threshold", self.tag_threshold)):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ConfigError("max_pixels must be positive (None: no limit)")
         if len(self.scales) > 1 and 1.0 not in self.scales:
             # The reference takes tags from the scale-1 pass only (`AssociativeEmbedding.forward_test`).
             raise ConfigError("multi-scale testing needs scale 1 among --scales (tags come from it)")

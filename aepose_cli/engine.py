@@ -96,6 +96,7 @@ class InferenceEngine:
         """Geometry and normalised inputs `[3, H, W]` for every scale (descending)."""
         h, w = image_bgr.shape[:2]
         geometry = image_geometry(w, h, self.config.scales, self.config.input_size, self.config.size_divisor)
+        check_canvas(geometry)
         rgb = bgr_to_rgb(image_bgr)
         return geometry, [to_normalised_tensor(warp_image(rgb, si)) for si in geometry.inputs]
 
@@ -132,6 +133,23 @@ class InferenceEngine:
                 results[i] = maps
                 raws[i] = raw
         return (results, raws) if keep_raw else results
+
+
+def check_canvas(geometry: ImageGeometry) -> None:
+    """Refuse (InputError) an image whose network canvas would exceed MAX_CANVAS_SIDE.
+
+    Computed from the geometry alone, before any warp or tensor is allocated.
+    """
+    from .config import MAX_CANVAS_SIDE
+    from .errors import UnnamedInputError
+
+    cw, ch = geometry.inputs[0].size_wh  # the largest scale comes first
+    if max(cw, ch) > MAX_CANVAS_SIDE:
+        w, h = geometry.image_wh
+        raise UnnamedInputError(
+            f"{w}x{h} image: its aspect ratio needs a {cw}x{ch} network canvas "
+            f"(at most {MAX_CANVAS_SIDE} pixels a side); crop it or lower --scales"
+        )
 
 
 def aggregate_outputs(

@@ -18,6 +18,11 @@ class InputError(AeposeError):
     exit_code = 2
 
 
+class UnnamedInputError(InputError):
+    """An InputError about an image given as pixels (its size, say): whoever knows the file
+    name puts it in front of the message."""
+
+
 class CheckpointError(AeposeError):
     """A checkpoint file is truncated, foreign, or does not fit the requested model."""
 

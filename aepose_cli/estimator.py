@@ -100,7 +100,7 @@ class PoseEstimator:
     # -- stages ----------------------------------------------------------------------------
     def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:
         """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""
-        return self.engine.infer([_as_bgr(image)])[0]
+        return self.engine.infer([_as_bgr(image, self.config.max_pixels)])[0]
 
     def poses_from_maps(self, maps: AggregatedMaps) -> list[Pose]:
         """Group aggregated maps into people (original-image pixels), then pose NMS if on."""
@@ -123,7 +123,7 @@ class PoseEstimator:
 
     def predict_batch(self, images: Sequence[np.ndarray | str | Path], first_index: int = 0) -> list[FrameResult]:
         """Results for several images; images of equal size share network batches."""
-        arrays = [_as_bgr(img) for img in images]
+        arrays = [_as_bgr(img, self.config.max_pixels) for img in images]
         t0 = time.perf_counter()
         prepared = [self.engine.prepare(a) for a in arrays]
         t1 = time.perf_counter()
@@ -151,14 +151,14 @@ class PoseEstimator:
         )
 
 
-def _as_bgr(image: np.ndarray | str | Path) -> np.ndarray:
+def _as_bgr(image: np.ndarray | str | Path, max_pixels: int | None) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 image [H, W, 3], got {image.dtype} {image.shape}")
         return image
-    return read_image(image)
+    return read_image(image, max_pixels)
 
 
 def _synchronize(device) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,15 +130,24 @@ def evaluate_keypoints(
     sigmas: Sequence[float] | np.ndarray,
     use_area: bool = True,
     max_dets: int = 20,
+    *,
+    annotations_name: str | None = None,
+    results_name: str | None = None,
 ) -> dict[str, float]:
     """Score keypoint `results` against COCO-style `annotations` exactly as the reference does.
+
+    `annotations_name` / `results_name` name in-memory inputs in error messages (files are
+    named by their path).
 
     `annotations` is a COCO dataset (dict or JSON path); `results` is a COCO results list (list
     or JSON path) of `{image_id, category_id, keypoints, score[, bbox]}`. Returns the ten
     metrics keyed by `METRIC_NAMES`, -1.0 where no GT falls in a range. An empty results list
     scores 0 everywhere, as mmpose's evaluation reports it without calling the evaluator.
     """
-    return evaluate_keypoints_detailed(annotations, results, sigmas, use_area, max_dets).metrics
+    return evaluate_keypoints_detailed(
+        annotations, results, sigmas, use_area, max_dets,
+        annotations_name=annotations_name, results_name=results_name,
+    ).metrics
 
 
 def evaluate_keypoints_detailed(
@@ -146,18 +156,34 @@ def evaluate_keypoints_detailed(
     sigmas: Sequence[float] | np.ndarray,
     use_area: bool = True,
     max_dets: int = 20,
+    *,
+    annotations_name: str | None = None,
+    results_name: str | None = None,
 ) -> Evaluation:
     """`evaluate_keypoints` that also returns the accumulated precision and recall arrays."""
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
-    dataset = _load_dataset(annotations)
+    try:
+        return _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name)
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError):
+        # In-memory inputs are not checked up front (files are, when read: see `load_annotations`,
+        # `load_results`); when they break the evaluation, the checks say where.
+        if not isinstance(annotations, (str, Path)):
+            check_annotations(annotations, annotations_name or "<annotations>")
+        if not isinstance(results, (str, Path)):
+            check_results(results, results_name or "<results>")
+        raise
+
+
+def _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name) -> Evaluation:
+    dataset = _load_dataset(annotations, annotations_name)
     sigmas_array = np.asarray(sigmas, dtype=np.float64)
     if sigmas_array.shape != (dataset.num_joints,):
         raise AnnotationError(
             f"{dataset.name}: annotations have K={dataset.num_joints} keypoints but "
             f"{sigmas_array.size} sigmas were given"
         )
-    return _evaluate_loaded(dataset, results, sigmas_array, use_area, max_dets)
+    return _evaluate_loaded(dataset, results, sigmas_array, use_area, max_dets, results_name)
 
 
 @dataclass(frozen=True)
@@ -186,9 +212,15 @@ def _evaluate_loaded(
     sigmas: np.ndarray,
     use_area: bool,
     max_dets: int,
+    results_name: str | None = None,
 ) -> Evaluation:
     """`evaluate_keypoints` on a loaded dataset, keeping the precision and recall arrays."""
-    result_list, results_name = _load_results(results)
+    if isinstance(results, (str, Path)):
+        result_list, results_name = load_results(results, results_name)
+    else:
+        result_list, results_name = results, results_name or "<results>"
+        if not isinstance(result_list, list):
+            raise AnnotationError(f"{results_name}: results must be a list of detections")
     if not result_list:
         return Evaluation({name: 0.0 for name in METRIC_NAMES}, None, None)
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
@@ -230,22 +262,147 @@ def _read_json(source: Any, what: str) -> tuple[Any, str]:
 
 
 def load_annotations(path: str | Path) -> dict:
-    """A COCO annotation file as a dict, checked to have 'images' and 'annotations' lists.
+    """A COCO annotation file as a dict, every entry checked (`check_annotations`).
 
     The CLI reads the file once with this (to pick images and count joints) and hands the dict
-    to `evaluate_keypoints`, which checks the keypoints themselves.
+    to `evaluate_keypoints`.
     """
     data, name = _read_json(path, "annotations")
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise AnnotationError(f"{name}: not a COCO annotation file (needs 'images' and 'annotations')")
+    check_annotations(data, name)
     return data
 
 
-def _load_dataset(source: Any) -> _Dataset:
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_NUMBER_TYPES = frozenset((int, float))
+
+
+def _check_numbers(entry: dict, key: str, where: str, *, length: int | None = None, multiple: int | None = None) -> None:
+    """A list of numbers (exact types, so bools and strings fail; cheap enough for 100k results:
+    NaN and infinity in keypoints are caught later, in bulk, by numpy)."""
+    values = entry[key]
+    if not isinstance(values, list) or not set(map(type, values)) <= _NUMBER_TYPES:
+        raise AnnotationError(f"{where}: '{key}' must be a list of numbers, got {_show(values)}")
+    if length is not None and not all(map(math.isfinite, values)):
+        raise AnnotationError(f"{where}: '{key}' must be finite numbers, got {_show(values)}")
+    if length is not None and len(values) != length:
+        raise AnnotationError(f"{where}: '{key}' must have {length} numbers, got {len(values)}")
+    if multiple is not None and len(values) % multiple:
+        raise AnnotationError(f"{where}: '{key}' must have a multiple of {multiple} numbers, got {len(values)}")
+
+
+def check_annotations(data: Any, name: str) -> None:
+    """AnnotationError naming the file and the first bad entry of a COCO keypoint dataset.
+
+    'images', 'annotations' and 'categories' must be lists of objects; every id ('id',
+    'image_id', 'category_id') an integer; 'file_name' a string; 'keypoints' a list of numbers
+    whose length is a multiple of 3; 'bbox' four numbers; 'area' a number.
+    """
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise AnnotationError(f"{name}: not a COCO annotation file (needs 'images' and 'annotations')")
+    for section in ("images", "annotations", "categories"):
+        if section in data and not isinstance(data[section], list):
+            raise AnnotationError(f"{name}: '{section}' must be a list, got {_show(data[section])}")
+    for i, image in enumerate(data["images"]):
+        where = f"{name}: images[{i}]"
+        if not isinstance(image, dict):
+            raise AnnotationError(f"{where}: must be an object, got {_show(image)}")
+        if not _is_int(image.get("id")):
+            raise AnnotationError(f"{where}: 'id' must be an integer, got {_show(image.get('id'))}")
+        if "file_name" in image and not (isinstance(image["file_name"], str) and image["file_name"]):
+            raise AnnotationError(f"{where}: 'file_name' must be a non-empty string, got {_show(image['file_name'])}")
+    for i, cat in enumerate(data.get("categories", [])):
+        where = f"{name}: categories[{i}]"
+        if not isinstance(cat, dict):
+            raise AnnotationError(f"{where}: must be an object, got {_show(cat)}")
+        if not _is_int(cat.get("id")):
+            raise AnnotationError(f"{where}: 'id' must be an integer, got {_show(cat.get('id'))}")
+        if "keypoints" in cat and not (isinstance(cat["keypoints"], list) and all(isinstance(k, str) for k in cat["keypoints"])):
+            raise AnnotationError(f"{where}: 'keypoints' must be a list of joint names, got {_show(cat['keypoints'])}")
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{name}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise AnnotationError(f"{where}: must be an object, got {_show(ann)}")
+        for key in ("id", "image_id", "category_id"):
+            if not _is_int(ann.get(key)):
+                raise AnnotationError(f"{where}: '{key}' must be an integer, got {_show(ann.get(key))}")
+        if "keypoints" in ann:
+            _check_numbers(ann, "keypoints", where, multiple=3)
+        if "bbox" in ann:
+            _check_numbers(ann, "bbox", where, length=4)
+        if "area" in ann and not _is_number(ann["area"]):
+            raise AnnotationError(f"{where}: 'area' must be a finite number, got {_show(ann['area'])}")
+
+
+def check_results(results: Any, name: str) -> None:
+    """AnnotationError naming the file and the first bad entry of a COCO keypoint results list:
+    objects with integer 'image_id' and 'category_id', 'keypoints' a list of numbers (length a
+    multiple of 3), a finite number 'score', and 'bbox' (if any) four numbers.
+
+    A bulk pass over the fields decides (a few ms for 10,000 results); only when it fails are the
+    entries walked one by one to name the first bad one. Keypoint values are left to the bulk
+    numpy parse of `_detections`, which refuses non-numbers naming the file.
+    """
+    if not isinstance(results, list):
+        raise AnnotationError(f"{name}: results must be a JSON list of detections")
+    if _results_look_valid(results):
+        return
+    for i, r in enumerate(results):
+        _check_result(r, f"{name}: result [{i}]")
+
+
+def _results_look_valid(results: list) -> bool:
+    try:
+        return (
+            {type(r) for r in results} <= {dict}
+            and {type(r.get("image_id")) for r in results} <= {int}
+            and {type(r.get("category_id")) for r in results} <= {int}
+            and {type(r.get("score")) for r in results} <= _NUMBER_TYPES
+            and all(map(math.isfinite, (r["score"] for r in results)))
+            and {type(r.get("keypoints")) for r in results} <= {list}
+            and not any(len(r["keypoints"]) % 3 for r in results)
+            and {type(v) for r in results for v in r.get("bbox") or ()} <= _NUMBER_TYPES
+            and all(len(r["bbox"]) == 4 for r in results if r.get("bbox"))
+            and {type(r.get("bbox", [])) for r in results} <= {list}
+        )  # keypoint values themselves: parsed in bulk by numpy in `_detections`
+    except (TypeError, AttributeError):
+        return False
+
+
+def _check_result(r: Any, where: str) -> None:
+    if not isinstance(r, dict):
+        raise AnnotationError(f"{where}: must be an object, got {_show(r)}")
+    for key in ("image_id", "category_id"):
+        if not _is_int(r.get(key)):
+            raise AnnotationError(f"{where}: '{key}' must be an integer, got {_show(r.get(key))}")
+    if "keypoints" not in r:
+        raise AnnotationError(f"{where}: no 'keypoints'")
+    _check_numbers(r, "keypoints", where, multiple=3)
+    if not _is_number(r.get("score")):
+        raise AnnotationError(f"{where}: 'score' must be a finite number, got {_show(r.get('score'))}")
+    if "bbox" in r and r["bbox"] != []:
+        _check_numbers(r, "bbox", where, length=4)
+
+
+def _load_dataset(source: Any, name: str | None = None) -> _Dataset:
     """Read a COCO keypoint dataset; check it has images, categories and keypoints."""
-    data, name = _read_json(source, "annotations")
+    data, default_name = _read_json(source, "annotations")
+    name = name or default_name
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise AnnotationError(f"{name}: not a COCO annotation file (no 'annotations' list)")
+    if isinstance(source, (str, Path)):
+        check_annotations(data, name)
     annotations = data["annotations"]
     lengths = {len(a["keypoints"]) for a in annotations if isinstance(a, dict) and "keypoints" in a}
     if not lengths:
@@ -264,10 +421,11 @@ def _load_dataset(source: Any) -> _Dataset:
     return _Dataset(name, image_ids, category_ids, annotations, lengths.pop() // 3)
 
 
-def _load_results(source: Any) -> tuple[list, str]:
-    results, name = _read_json(source, "results")
-    if not isinstance(results, list):
-        raise AnnotationError(f"{name}: results must be a JSON list of detections")
+def load_results(source: Any, name: str | None = None) -> tuple[list, str]:
+    """A COCO results list (file or in-memory list) and its name, every entry checked."""
+    results, default_name = _read_json(source, "results")
+    name = name or default_name
+    check_results(results, name)
     return results, name
 
 

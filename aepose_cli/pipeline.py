@@ -5,7 +5,11 @@
                                                          writer thread ◀─────┘ draw, encode, JSON
 
 Queues are bounded, so the slowest stage sets the pace and memory stays flat however long the
-input is. Per-item failures (an unreadable image, say) travel down the same queues as results,
+input is. Besides the item counts, the decoded images and network inputs in flight are bounded
+in bytes (`memory_budget`): the reader waits before taking another item while the items it has
+handed on but the writer has not finished hold more than that, so four 100-megapixel images
+never sit in the queues together. At least `batch_size` items are always admitted, so a batch
+can fill (and which items share a batch never depends on timing). Per-item failures (an unreadable image, say) travel down the same queues as results,
 so they are reported in order and never stop the other items.
 """
 from __future__ import annotations
@@ -20,11 +24,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import AeposeError
+from .errors import AeposeError, InputError, UnnamedInputError
 from .estimator import PoseEstimator
 from .types import FrameResult
 
 _DONE = object()
+
+# Bytes of decoded images and network inputs that may be in flight between the reader and the
+# writer (a whole batch is admitted whatever its size).
+DEFAULT_MEMORY_BUDGET = 1 << 30
 
 # Every stage a frame can pass through, in order; `FrameResult.timings` uses these names.
 STAGES = ("decode", "preprocess", "network", "grouping", "draw", "encode")
@@ -75,6 +83,7 @@ class _Prepared:
     inputs: Any = None
     error: BaseException | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    nbytes: int = 0
 
 
 def run_pipeline(
@@ -85,9 +94,11 @@ def run_pipeline(
     on_progress: Callable[[int], None] | None = None,
     grouping_workers: int = 2,
     queue_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> StageTimes:
     """Process every item; returns per-stage times and the (key, reason) of failed items."""
     batch_size = estimator.config.batch_size
+    budget = _ByteBudget(memory_budget, min_items=batch_size)
     qsize = queue_size or max(4, 2 * batch_size)
     prepared_q: queue.Queue = queue.Queue(maxsize=qsize)
     written_q: queue.Queue = queue.Queue(maxsize=qsize)
@@ -113,7 +124,13 @@ def run_pipeline(
                     prep.geometry, prep.inputs = estimator.engine.prepare(prep.image)
                     prep.timings["preprocess"] = time.perf_counter() - t1
                 except (AeposeError, OSError, ValueError) as exc:
+                    if isinstance(exc, UnnamedInputError):
+                        exc = InputError(f"{item.key}: {exc}")  # name the image it refused
                     prep.error = exc
+                    prep.image = prep.inputs = None
+                prep.nbytes = _nbytes(prep)
+                if not budget.acquire(prep.nbytes, stop):
+                    break
                 _put(prepared_q, prep, stop)
         except BaseException as exc:  # a source that breaks (e.g. a video stream) ends the run
             errors.append(exc)
@@ -141,12 +158,15 @@ def run_pipeline(
                     sink.write(prep.item, prep.image, result)
                     for stage, seconds in result.timings.items():
                         times.add(stage, seconds)
+                budget.release(prep.nbytes)
+                del prep, future, entry
                 times.items += 1
                 if on_progress is not None:
                     on_progress(1)
         except BaseException as exc:
             errors.append(exc)
             stop.set()
+            budget.wake()
             _drain(written_q)
 
     reader_thread = threading.Thread(target=reader, name="aepose-reader", daemon=True)
@@ -182,6 +202,7 @@ def run_pipeline(
         _put(written_q, _DONE, stop, force=True)
         writer_thread.join()
         stop.set()
+        budget.wake()
         _drain(prepared_q)
         reader_thread.join(timeout=5)
         pool.shutdown(wait=True)
@@ -189,6 +210,46 @@ def run_pipeline(
     if errors:
         raise errors[0]
     return times
+
+
+def _nbytes(prep: _Prepared) -> int:
+    total = int(getattr(prep.image, "nbytes", 0))
+    for tensor in prep.inputs if isinstance(prep.inputs, (list, tuple)) else ():
+        if hasattr(tensor, "element_size"):
+            total += tensor.element_size() * tensor.nelement()
+    return total
+
+
+class _ByteBudget:
+    """Bytes in flight, bounded: `acquire` waits while more than `limit` are held, unless fewer
+    than `min_items` items are (so a batch can always fill and the pipeline never deadlocks)."""
+
+    def __init__(self, limit: int, min_items: int) -> None:
+        self.limit = limit
+        self.min_items = min_items
+        self.bytes = 0
+        self.items = 0
+        self.cond = threading.Condition()
+
+    def acquire(self, nbytes: int, stop: threading.Event) -> bool:
+        with self.cond:
+            while self.items >= self.min_items and self.bytes + nbytes > self.limit:
+                if stop.is_set():
+                    return False
+                self.cond.wait(timeout=0.1)
+            self.bytes += nbytes
+            self.items += 1
+            return True
+
+    def release(self, nbytes: int) -> None:
+        with self.cond:
+            self.bytes -= nbytes
+            self.items -= 1
+            self.cond.notify_all()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
 
 def _batches(q: queue.Queue, size: int, stop: threading.Event) -> Iterator[list[_Prepared]]:

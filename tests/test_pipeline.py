@@ -212,3 +212,41 @@ def test_every_result_carries_its_stage_timings_and_the_totals_are_their_sums():
         assert times.totals[stage] == pytest.approx(sum(r.timings[stage] for r in sink.results))
     assert times.totals["grouping"] == pytest.approx(0.007)
     assert times.totals["draw"] == pytest.approx(0.014)
+
+
+def test_bytes_in_flight_are_bounded_not_only_the_item_count():
+    """Large images: the reader waits while the items handed on hold more than the budget
+    (issue 8: four big images in a folder held ~20 decoded images)."""
+    big = 40 << 20
+    live = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def items(n):
+        for i in range(n):
+            def load(i=i):
+                with lock:
+                    live["now"] += 1
+                    live["max"] = max(live["max"], live["now"])
+                image = np.empty((big // 3, 1, 3), dtype=np.uint8)  # pages never touched
+                image[0, 0, 0] = i
+                return image
+
+            yield WorkItem(index=i, key=f"k{i}", load=load)
+
+    class _Releasing(_Sink):
+        def write(self, item, image, result):
+            super().write(item, image, result)
+            with lock:
+                live["now"] -= 1
+
+    def peak(budget):
+        live.update(now=0, max=0)
+        sink = _Releasing(delay=0.01)
+        run_pipeline(items(12), _FakeEstimator(batch_size=2), sink, memory_budget=budget)
+        assert sink.seen == list(range(12))
+        return live["max"]
+
+    # 100 MB: two 40 MB items in flight (a whole batch), plus the one the reader holds waiting.
+    assert peak(100 << 20) <= 3
+    # The item-count bound alone lets many more through: the budget is what stops them.
+    assert peak(1 << 40) > 4

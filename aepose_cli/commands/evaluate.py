@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 from ..config import InferenceConfig
@@ -16,7 +17,7 @@ def run_evaluate(
     metrics_json: Path | None, max_images: int | None, allow_missing: bool, skip_existing: bool,
     model: ModelChoice, config: InferenceConfig, report_dir: Path | None = None,
 ) -> None:
-    from ..evaluate import evaluate_keypoints_detailed, load_annotations, metrics_table
+    from ..evaluate import evaluate_keypoints_detailed, load_annotations, load_results, metrics_table
     from ..keypoints import keypoint_set, keypoint_set_for
 
     if (images_dir is None) == (pred_path is None):
@@ -39,13 +40,15 @@ def run_evaluate(
         subset = _subset_annotations(ann, {im["id"] for im in image_entries})
     results_planned = None if pred_path is not None else _results_path(results_out, ann_path)
     _check_outputs(ann_path, pred_path, images_dir, image_entries, results_planned, metrics_json)
+    results_name = None
     if pred_path is not None:
         kps = keypoint_set(model.keypoints) if model.keypoints else keypoint_set_for(ann_k)
         if kps.num_joints != ann_k:
             raise ConfigError(f"--keypoints {kps.name} has {kps.num_joints} joints but {ann_path} has {ann_k}")
-        results_path = pred_path
+        results_path, results_name = load_results(pred_path)  # every entry checked
         if subset is not None:
-            results_path = _predictions_of(pred_path, ann, subset)
+            # --max-images N scores the first N images: results for the others are left out.
+            results_path = _predictions_of(results_path, results_name, ann, subset)
         timing = None
     else:
         results_path, kps, timing, evaluated = _evaluate_inference(
@@ -54,7 +57,10 @@ def run_evaluate(
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
             subset = _subset_annotations(ann, evaluated)
-    evaluation = evaluate_keypoints_detailed(subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area)
+    evaluation = evaluate_keypoints_detailed(
+        subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area,
+        annotations_name=str(ann_path), results_name=results_name,
+    )
     metrics = evaluation.metrics
     out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
     if timing is not None:
@@ -69,7 +75,7 @@ def run_evaluate(
 
         write_report(
             report_dir, evaluation, subset if subset is not None else ann_path, results_path, kps,
-            title=f"aepose evaluate: {Path(results_path).name} vs {Path(ann_path).name}",
+            title=f"aepose evaluate: {Path(pred_path or results_path).name} vs {Path(ann_path).name}",
         )
         err_console.print(f"wrote {report_dir / 'index.html'}")
 
@@ -103,13 +109,9 @@ def _check_outputs(ann_path, pred_path, images_dir, image_entries, results_path,
     plan.check()
 
 
-def _predictions_of(pred_path: Path, ann: dict, subset: dict) -> list:
+def _predictions_of(results: list, name: str, ann: dict, subset: dict) -> list:
     """The predictions of the --max-images subset (the file may hold every image's): ids that
     are not in the annotation file at all are an error naming both files."""
-    from ..errors import AnnotationError
-    from ..evaluate import _load_results
-
-    results, name = _load_results(pred_path)
     known = {im.get("id") for im in ann.get("images", []) if isinstance(im, dict)}
     wanted = {im["id"] for im in subset["images"]}
     kept = []
@@ -138,6 +140,35 @@ def _annotation_num_joints(ann: dict, path: Path) -> int:
     raise AnnotationError(f"{path}: no keypoints in any category or annotation")
 
 
+def _image_paths(ann_path: Path, image_entries: list[dict], images_dir: Path) -> list[tuple[dict, Path]]:
+    """Each image's file under `images_dir`, refused (fatal, before the model loads) when its
+    `file_name` leads outside the folder.
+
+    A `file_name` is joined to the folder and resolved (`realpath`: `..`, absolute paths and
+    symbolic links all followed); the result must lie inside the resolved folder. A link inside
+    the folder that points out of it is refused too. The message is the same whether the
+    outside file exists, is unreadable or is absent (nothing outside is looked at), so the
+    annotation file cannot be used to probe the file system. The whole run stops: a file that
+    names paths outside its image folder is not a dataset to score.
+    """
+    from ..errors import AnnotationError
+
+    root = os.path.realpath(images_dir)
+    paths = []
+    for i, im in enumerate(image_entries):
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise AnnotationError(f"{ann_path}: images[{i}] (id {im.get('id')}) has no 'file_name'")
+        inside = "\0" not in name and not os.path.isabs(name)
+        resolved = os.path.realpath(os.path.join(root, name)) if inside else ""
+        if not inside or os.path.commonpath([root, resolved]) != root:
+            raise AnnotationError(
+                f"{ann_path}: images[{i}] file_name {name!r} is outside --images {images_dir}; refused"
+            )
+        paths.append((im, Path(resolved)))
+    return paths
+
+
 def _subset_annotations(ann: dict, image_ids: set) -> dict:
     subset = dict(ann)
     subset["images"] = [im for im in ann["images"] if im["id"] in image_ids]
@@ -153,9 +184,9 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: image folder not found")
     present, missing = [], []
-    for im in image_entries:
-        path = images_dir / im["file_name"]
-        (present if path.is_file() else missing).append((im, path))
+    for im, path in _image_paths(ann_path, image_entries, images_dir):
+        # Anything there is tried (a FIFO or folder then fails as that image, in one line).
+        (present if os.path.lexists(path) else missing).append((im, path))
     if missing:
         names = ", ".join(im["file_name"] for im, _ in missing[:5]) + (" ..." if len(missing) > 5 else "")
         if not allow_missing:
@@ -176,7 +207,7 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
         done = writer.finished_sources() if skip_existing else frozenset()
         todo = [(im, p) for im, p in present if im["file_name"] not in done]
         items = (
-            WorkItem(index=i, key=im["file_name"], load=(lambda p=p: read_image(p)), extra=im["id"])
+            WorkItem(index=i, key=im["file_name"], load=(lambda p=p: read_image(p, config.max_pixels)), extra=im["id"])
             for i, (im, p) in enumerate(todo)
         )
 

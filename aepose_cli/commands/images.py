@@ -195,7 +195,7 @@ def _run_images(
             todo = [(idx, key, path) for idx, key, path in entries if key not in done]
             if done:
                 err_console.print(f"resuming: {len(entries) - len(todo)} of {len(entries)} images already done")
-            items = (WorkItem(index=idx, key=key, load=(lambda p=path: read_image(p))) for idx, key, path in todo)
+            items = (WorkItem(index=idx, key=key, load=(lambda p=path: read_image(p, config.max_pixels))) for idx, key, path in todo)
             sink = _ImageSink(estimator.keypoints, draw_cfg, targets, writer, file_names)
             with progress("img", enabled=len(todo) > 1) as bar:
                 task = bar.add_task("images", total=len(todo))

@@ -133,7 +133,7 @@ def _run(source, kind, local, estimator, draw_cfg, options, video_path, json_pat
         lines = stack.enter_context(JsonLinesWriter(options.jsonl_out)) if options.jsonl_out else None
         frame_sink = _FrameSink(
             estimator, draw_cfg, sink, coco, lines,
-            stem=Path(source).stem if local else _stream_stem(source, kind),
+            stem=Path(source).stem if local else _stream_stem(source, kind), source_name=video_src.name,
             track=options.track or options.smooth, smooth=options.smooth,
             fps=float(video_src.rate) if video_src.rate else 30.0,
         )
@@ -155,8 +155,18 @@ def _run(source, kind, local, estimator, draw_cfg, options, video_path, json_pat
         if path is not None:
             err_console.print(f"wrote {path}")
     report_failures(times.failures)
+    if video_src.undecodable_frames:
+        # Exit 1 ("some items failed"), as a folder run with unreadable images.
+        print(
+            f"aepose: warning: {video_src.name}: {video_src.undecodable_frames} frame(s) missing or "
+            f"undecodable, the first at frame {video_src.first_undecodable}; the other frames keep "
+            "their stream index and timestamp",
+            file=sys.stderr,
+        )
     if video_src.error:
         print(f"aepose: error: {video_src.error}; every frame before it was written", file=sys.stderr)
+        sys.exit(1)
+    if video_src.undecodable_frames:
         sys.exit(1)
 
 
@@ -180,13 +190,14 @@ def _expected_frames(src: VideoSource, start, end, stride) -> int | None:
 class _FrameSink:
     """Tracking, smoothing, drawing, encoding and JSON for each frame, in source order."""
 
-    def __init__(self, estimator, draw_cfg, video_sink, coco, lines, *, stem, track, smooth, fps: float = 30.0) -> None:
+    def __init__(self, estimator, draw_cfg, video_sink, coco, lines, *, stem, track, smooth, fps: float = 30.0, source_name: str = "") -> None:
         self.keypoints = estimator.keypoints
         self.draw_cfg = draw_cfg
         self.video_sink = video_sink
         self.coco = coco
         self.lines = lines
         self.stem = stem
+        self.source_name = source_name
         self.tracker = None
         self.smoother = None
         if track:
@@ -199,6 +210,7 @@ class _FrameSink:
             self.smoother = KeypointSmoother(fps=fps)
 
     def write(self, item, image, result) -> None:
+        result.source = self.source_name  # the video, not the frame's key (`index` has that)
         if self.tracker is not None:
             result.poses = self.tracker.update(result.poses)
         if self.smoother is not None and result.timestamp is not None:

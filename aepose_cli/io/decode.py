@@ -12,7 +12,9 @@ does) and counted in `VideoSource.skipped_packets`.
 """
 from __future__ import annotations
 
+import bisect
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,6 +186,8 @@ def _open_container(
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a video file")
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block av.open forever
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device); refused")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     try:
@@ -275,6 +279,11 @@ class VideoSource:
         self.error: str | None = None
         self.broken_at: int | None = None
         self.skipped_packets = 0
+        # Frames of the stream (packets read) that produced no picture: counted from the gaps
+        # in the frame indices, which come from the packets' presentation times.
+        self.undecodable_frames = 0
+        self.first_undecodable: int | None = None
+        self._packet_pts: list[int] = []
         self._iterated = False
 
         self._container, self._name, self._kind, self._path = _open_container(source, timeout_s)
@@ -338,8 +347,8 @@ class VideoSource:
             raise InputError(f"{self._name}: no decodable video frames{reason}") from None
 
     def _initial_index(self, seeked: bool) -> int:
-        if not seeked:
-            return 0
+        """Index of the first decoded frame, from its timestamp: after a seek, and also from the
+        start, where frames that did not decode (or are missing) before it keep their place."""
         return self._index_from_pts(self._first.pts)
 
     def _index_from_pts(self, pts: int | None) -> int:
@@ -396,6 +405,10 @@ class VideoSource:
             except (av.error.FFmpegError, OSError) as error:
                 self.error = f"read error: {one_line(error)}"
                 return
+            if packet.pts is not None and packet.size:
+                # Presentation times of every packet read: a frame's index is its rank among
+                # them, so frames after undecodable ones keep their place in the stream.
+                bisect.insort(self._packet_pts, int(packet.pts))
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
@@ -410,8 +423,20 @@ class VideoSource:
         kept_in_range = 0
         last_pts: int | None = None
         index = self._next_index
+        # Index = offset + rank of the frame's pts among the packets read, where the offset maps
+        # the first frame to its timestamp-derived index: frames lost before it or between
+        # decoded ones (gaps in the ranks) keep their place and are counted.
+        offset = 0
+        if self._first.pts is not None and self._packet_pts:
+            offset = index - bisect.bisect_left(self._packet_pts, int(self._first.pts))
+        expected_next = 0 if self.start_s is None else index
         frames = self._frames_after_first()
         for raw in frames:
+            if raw.pts is not None and self._packet_pts:
+                index = max(index, offset + bisect.bisect_left(self._packet_pts, int(raw.pts)))
+            if index > expected_next:
+                self._count_undecodable(expected_next, index - expected_next)
+            expected_next = index + 1
             pts = self._pts_of(raw, index, last_pts)
             last_pts = pts
             timestamp_s = float((pts - self._start_pts) * self._time_base)
@@ -423,7 +448,14 @@ class VideoSource:
                     yield DecodedFrame(index, pts, self._time_base, timestamp_s, image)
                 kept_in_range += 1
             index += 1
+        # Frames lost after the last decoded one are not counted here: the header's frame count
+        # reports them (`_check_complete`), as it does a stream cut short.
         self._check_complete(index)
+
+    def _count_undecodable(self, first: int, count: int) -> None:
+        self.undecodable_frames += count
+        if self.first_undecodable is None:
+            self.first_undecodable = first
 
     def _frames_after_first(self) -> Iterator[av.VideoFrame]:
         yield self._first
@@ -443,7 +475,7 @@ class VideoSource:
         expected = self.info.frame_count
         if self.error is None and expected and decoded < expected - 1:
             self.error = f"ended early, {expected} frames expected"
-        elif self.error is None and expected and self.skipped_packets and decoded < expected:
+        elif self.error is None and expected and self.skipped_packets and decoded < expected and not self.undecodable_frames:
             self.error = f"{self.skipped_packets} undecodable packets"
         if self.error is not None:
             self.broken_at = decoded

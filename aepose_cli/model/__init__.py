@@ -53,8 +53,16 @@ def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]})") from None
+        text = str(exc).strip()
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python objects besides tensors, and loading "
+                "them could run code; re-save it as a plain state dict (torch.save(model.state_dict(), ...))"
+            ) from None
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        if len(reason) > 160:  # cut at a word, and say so
+            reason = reason[:160].rsplit(" ", 1)[0] + " ..."
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     meta: dict = {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         meta = obj.get("meta") or {}
