@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import SHARED, full_size_model  # noqa: E402
+from benchmarks._common import SHARED, full_size_model, timed  # noqa: E402
 
 REFERENCE_PER_IMAGE_S = 4.84  # mmpose 0.29, w32, single scale + flip, issue 9
 PHOTOS = (
@@ -39,16 +39,6 @@ PHOTOS = (
     SHARED / "data" / "coco-mini-val2017" / "val2017" / "000000126107.jpg",  # 640x480, 6 annotated people
 )
 CANVASES = {"512x512": (512, 512), "640x480": (640, 480)}  # image (w, h)
-
-
-def _timed(fn, repeat: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
 
 
 def _network_input_hw(image_wh: tuple[int, int]) -> tuple[int, int]:
@@ -104,7 +94,7 @@ def network_table(args, console) -> None:
                     ref = None
                     base = None
                     for name, fn in backends.items():
-                        t = _timed(lambda fn=fn, x=x: fn(x), args.repeat)
+                        t = timed(lambda fn=fn, x=x: fn(x), args.repeat)
                         y = fn(x)
                         if ref is None:
                             ref, base = y, t
@@ -140,7 +130,7 @@ def e2e_table(args, console) -> None:
             def run(est=est, timings=timings):
                 timings.append(est.predict_batch(images))
 
-            t = _timed(run, args.repeat) / len(images)
+            t = timed(run, args.repeat) / len(images)
             last = timings[-1]
             network = statistics.mean(r.timings["network"] for r in last)
             grouping = statistics.mean(r.timings["grouping"] for r in last)
