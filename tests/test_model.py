@@ -116,5 +116,5 @@ def test_truncated_and_foreign_files_raise_checkpoint_errors(tmp_path):
 def test_checkpoint_with_pickled_objects_is_refused_by_weights_only(tmp_path):
     path = tmp_path / "pickle.pth"
     torch.save({"state_dict": _tiny_state(), "meta": {"obj": HRNetSpec.official(32)}}, path)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="pickle.pth: refused: it holds pickled Python objects besides tensors"):
         build_from_checkpoint(path)
