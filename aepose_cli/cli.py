@@ -345,6 +345,10 @@ def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, strid
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors and exit codes for library failures."""
+    import warnings
+
+    # torch < 2.3 warns about its own TypedStorage use when a checkpoint loads; not the user's concern.
+    warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
     try:
         cli.main(args=argv, prog_name="aepose", standalone_mode=False)
     except click.exceptions.Abort:

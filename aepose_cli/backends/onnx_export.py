@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import io
 import os
 import secrets
@@ -62,6 +63,9 @@ def export_onnx(
         }
     was_training = model.training
     model.eval()
+    # `dynamo=False` picks the TorchScript exporter where torch has both (2.5+); older torch has
+    # only that one and no such keyword.
+    exporter_choice = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     try:
         with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced():
             warnings.simplefilter("ignore")
@@ -75,7 +79,7 @@ def export_onnx(
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes=dynamic_axes,
-                dynamo=False,
+                **exporter_choice,
             )
     except Exception as exc:  # the exporter raises many types (OnnxExporterError, RuntimeError...)
         raise BackendError(f"cannot export the network to ONNX (opset {opset}): {_first_line(exc)}") from None
