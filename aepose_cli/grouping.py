@@ -352,9 +352,15 @@ def to_image_coords(joints: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
     return out
 
 
-def group(maps: AggregatedMaps, keypoints: KeypointSet, config: InferenceConfig) -> Grouped:
-    """Run matching, adjust, scoring and refine; coordinates stay on the base canvas."""
-    cands = top_k(maps.heatmaps, maps.tags, config.max_people)
+def group(
+    maps: AggregatedMaps, keypoints: KeypointSet, config: InferenceConfig, candidates: Candidates | None = None
+) -> Grouped:
+    """Run matching, adjust, scoring and refine; coordinates stay on the base canvas.
+
+    `candidates` are the top-k peaks to match (computed from `maps` when None); tests pass
+    re-ordered ones to check what follows a reordering of near-tied peaks.
+    """
+    cands = candidates if candidates is not None else top_k(maps.heatmaps, maps.tags, config.max_people)
     joints = match_by_tag(cands, keypoints, config)
     if config.adjust:
         joints = adjust(joints, maps.heatmaps)

@@ -216,20 +216,13 @@ def test_max_pixels_raised_lets_a_large_image_through(tmp_path):
     assert_one_line_error(proc, str(path), "over the limit")
 
 
-def test_fifo_given_as_an_image_is_refused_without_hanging(tmp_path):
-    fifo = tmp_path / "pipe.jpg"
+@pytest.mark.parametrize("command,name", [("image", "pipe.jpg"), ("video", "clip.mp4")])
+def test_fifo_given_as_input_is_refused_without_hanging(tmp_path, command, name):
+    fifo = tmp_path / name
     os.mkfifo(fifo)
-    proc = run_cli("image", fifo, *FAST, timeout=120)
+    proc = run_cli(command, fifo, *FAST, timeout=120)
     assert_one_line_error(proc, str(fifo), "not a regular file")
-    assert_untouched(tmp_path, {"pipe.jpg": "fifo"})
-
-
-def test_fifo_given_as_a_video_is_refused_without_hanging(tmp_path):
-    fifo = tmp_path / "clip.mp4"
-    os.mkfifo(fifo)
-    proc = run_cli("video", fifo, *FAST, timeout=120)
-    assert_one_line_error(proc, str(fifo), "not a regular file")
-    assert_untouched(tmp_path, {"clip.mp4": "fifo"})
+    assert_untouched(tmp_path, {name: "fifo"})
 
 
 # -- 6. every option checked at parse time ------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from test_golden_cases import CASE_FILES, _config, _maps
 
-from aepose_cli.grouping import Candidates, Grouped, adjust, match_by_tag, person_scores, poses_from, refine, top_k
+from aepose_cli.grouping import Candidates, group, poses_from, top_k
 from aepose_cli.keypoints import COCO
 
 from conftest import onednn_isa
@@ -85,14 +85,7 @@ def test_case_within_kernel_rounding(case_file):
     cands, problems = reorder_like_reference(cands, ref_val, ref_loc)
     assert not problems, "top-k differs beyond near-tie reordering:\n" + "\n".join(problems)
 
-    # The steps of grouping.group, fed with the re-ordered candidates.
-    joints = match_by_tag(cands, COCO, config)
-    if config.adjust:
-        joints = adjust(joints, maps.heatmaps)
-    scores = person_scores(joints)
-    if config.refine:
-        joints = refine(joints, maps.heatmaps, maps.tags, maps.tags_lowres)
-    poses = poses_from(Grouped(joints, scores), maps.geometry)
+    poses = poses_from(group(maps, COCO, config, candidates=cands), maps.geometry)
 
     people = case["people"]
     assert len(poses) == len(people)
