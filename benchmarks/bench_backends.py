@@ -1,17 +1,18 @@
 """Network backends side by side, and `aepose image` end to end against the reference's figure.
 
-    python benchmarks/bench_backends.py [--models w32,w48] [--repeat 3] [--threads N] [--no-e2e]
+    python benchmarks/bench_backends.py [--models w32,w48] [--repeat 3] [--threads N] [--no-e2e] [--reference-cmd CMD]
 
 1. network: every installed backend (torch eager NCHW, torch eager channels_last, ONNX Runtime,
    OpenVINO) on the official w32 / w48 layouts with random weights (the real networks' speed),
    for the input of a 512x512 and of a 640x480 image (512x512 and 512x704 after resize-align),
-   flip test (each image is 2 samples), 1 and 2 images per pass; the median of `--repeat` timed
-   calls after one warm-up; ratios to torch eager from the same run; max abs difference of the
+   flip test (each image is 2 samples), 1 and 2 images per pass; one warm-up call each, then the
+   backends take turns for `--repeat` rounds (medians), so load on a shared machine hits all alike; ratios to torch eager from the same run; max abs difference of the
    raw outputs against torch eager.
 2. end to end: `PoseEstimator.predict_batch` (read, preprocess, network, grouping, pose NMS; the
    work of `aepose image` minus drawing) on two crowded 640x480 photos of ../shared/data, w32,
-   single scale + flip, one batch, per image, against the reference's 4.84 s per image
-   (mmpose 0.29 on this machine, issue 9), for every installed backend.
+   single scale + flip, one batch, per image, for every installed backend (taking turns), against
+   the reference: `--reference-cmd CMD` times mmpose 0.29 in the same run (before and after
+   aepose's rounds), else the issue's 4.84 s per image from another day stands in.
 
 The machine may be shared: compare ratios within one run, not absolute times across runs.
 """
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import SHARED, full_size_model, timed  # noqa: E402
+from benchmarks._common import SHARED, full_size_model  # noqa: E402
 
 REFERENCE_PER_IMAGE_S = 4.84  # mmpose 0.29, w32, single scale + flip, issue 9
 PHOTOS = (
@@ -39,6 +40,17 @@ PHOTOS = (
     SHARED / "data" / "coco-mini-val2017" / "val2017" / "000000126107.jpg",  # 640x480, 6 annotated people
 )
 CANVASES = {"512x512": (512, 512), "640x480": (640, 480)}  # image (w, h)
+
+
+def interleaved(subjects: dict, call, rounds: int) -> dict[str, list[float]]:
+    """Seconds of `call(subject)` for every subject, taking turns for `rounds` rounds."""
+    runs: dict[str, list[float]] = {name: [] for name in subjects}
+    for _ in range(rounds):
+        for name, subject in subjects.items():
+            t0 = time.perf_counter()
+            call(subject)
+            runs[name].append(time.perf_counter() - t0)
+    return runs
 
 
 def _network_input_hw(image_wh: tuple[int, int]) -> tuple[int, int]:
@@ -91,18 +103,38 @@ def network_table(args, console) -> None:
                 for images in (1, 2):
                     x = torch.randn(images, 3, h, w, generator=torch.Generator().manual_seed(0))
                     x = torch.cat([x, torch.flip(x, [3])])  # flip test: originals then mirrors
-                    ref = None
-                    base = None
-                    for name, fn in backends.items():
-                        t = timed(lambda fn=fn, x=x: fn(x), args.repeat)
-                        y = fn(x)
-                        if ref is None:
-                            ref, base = y, t
-                        diff = float((y - ref).abs().max())
+                    # One warm-up each, then the backends take turns `--repeat` times, so a slow
+                    # spell of a shared machine hits every backend alike; medians per backend.
+                    outputs = {name: fn(x) for name, fn in backends.items()}
+                    runs = interleaved(backends, lambda fn, x=x: fn(x), args.repeat)
+                    ref = outputs["torch eager"]
+                    base = statistics.median(runs["torch eager"])
+                    for name in backends:
+                        t = statistics.median(runs[name])
+                        diff = float((outputs[name] - ref).abs().max())
                         table.add_row(canvas, f"{x.shape[0]}x3x{h}x{w}", str(images), name, f"{t:.3f}", f"{t / base:.2f}", f"{diff:.1e}")
                         print(f"  w{width} {canvas} {images} {name}: {t:.3f} s ({t / base:.2f}), diff {diff:.1e}", flush=True)
             del backends
         console.print(table)
+
+
+def reference_per_image(command: str | None) -> tuple[float, str]:
+    """Seconds per image of the reference, and where the figure comes from.
+
+    With `--reference-cmd`, the command (e.g. mmpose 0.29 timed in its own environment on the
+    same photos and weights) runs now and must print `REFERENCE_PER_IMAGE_S=<seconds>`; else the
+    issue's figure from another day is used, which only means something on the same machine.
+    """
+    if not command:
+        return REFERENCE_PER_IMAGE_S, "issue 9's figure"
+    import re
+    import subprocess
+
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, check=True).stdout
+    found = re.findall(r"REFERENCE_PER_IMAGE_S=([0-9.]+)", out)
+    if not found:
+        raise SystemExit(f"--reference-cmd printed no REFERENCE_PER_IMAGE_S=<seconds>:\n{out[-2000:]}")
+    return float(found[-1]), "measured in this run"
 
 
 def e2e_table(args, console) -> None:
@@ -114,30 +146,40 @@ def e2e_table(args, console) -> None:
 
     images = [cv2.imread(str(p)) for p in PHOTOS]
     assert all(img is not None and img.shape[:2] == (480, 640) for img in images), "the two 640x480 photos"
-    table = Table(title=f"end to end, w32 random weights, single scale + flip, both photos in one batch, {args.threads} threads, median of {args.repeat}")
-    for col in ("backend", "s per image", "of which network", "grouping + NMS", "people", "vs reference 4.84 s"):
-        table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["AEPOSE_HOME"] = str(Path(tmp) / "home")  # the ONNX cache of this run only
         ckpt = Path(tmp) / "w32_random.pth"
         torch.save({"state_dict": full_size_model(32).state_dict(), "meta": {}}, ckpt)
-        for backend in BACKENDS:
-            if not is_installed(backend):
-                continue
-            est = PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads, progress=False)
-            timings = []
+        estimators = {
+            backend: PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads, progress=False)
+            for backend in BACKENDS if is_installed(backend)
+        }
+        last = {name: est.predict_batch(images) for name, est in estimators.items()}  # warm-up
+        # The reference before and after aepose's rounds: their mean stands for the same spell.
+        ref_before, source = reference_per_image(args.reference_cmd)
+        print(f"  reference: {ref_before:.3f} s/image ({source})", flush=True)
 
-            def run(est=est, timings=timings):
-                timings.append(est.predict_batch(images))
+        def run(est):
+            last[est.engine.backend_name] = est.predict_batch(images)
 
-            t = timed(run, args.repeat) / len(images)
-            last = timings[-1]
-            network = statistics.mean(r.timings["network"] for r in last)
-            grouping = statistics.mean(r.timings["grouping"] for r in last)
-            people = "+".join(str(len(r.poses)) for r in last)
-            table.add_row(backend, f"{t:.3f}", f"{network:.3f}", f"{grouping:.3f}", people, f"{t / REFERENCE_PER_IMAGE_S:.2f}")
-            print(f"  e2e {backend}: {t:.3f} s/image ({t / REFERENCE_PER_IMAGE_S:.2f} of the reference)", flush=True)
-            del est
+        runs = interleaved(estimators, run, args.repeat)
+        ref_after, _ = reference_per_image(args.reference_cmd)
+        print(f"  reference again: {ref_after:.3f} s/image", flush=True)
+    reference = (ref_before + ref_after) / 2
+    table = Table(title=(
+        f"end to end, w32 random weights, single scale + flip, both photos in one batch, {args.threads} threads, "
+        f"median of {args.repeat} rounds; reference {reference:.3f} s/image ({source})"
+    ))
+    for col in ("backend", "s per image", "of which network", "grouping + NMS", "people", "vs reference"):
+        table.add_column(col, justify="right")
+    for name in estimators:
+        t = statistics.median(runs[name]) / len(images)
+        results = last[name]
+        network = statistics.mean(r.timings["network"] for r in results)
+        grouping = statistics.mean(r.timings["grouping"] for r in results)
+        people = "+".join(str(len(r.poses)) for r in results)
+        table.add_row(name, f"{t:.3f}", f"{network:.3f}", f"{grouping:.3f}", people, f"{t / reference:.2f}")
+        print(f"  e2e {name}: {t:.3f} s/image ({t / reference:.2f} of the reference)", flush=True)
     console.print(table)
 
 
@@ -150,6 +192,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-network", action="store_true")
     parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--reference-cmd", help="a command timing the reference now; prints REFERENCE_PER_IMAGE_S=<seconds>")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=140)
