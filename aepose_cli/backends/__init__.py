@@ -7,9 +7,9 @@ only runs the HRNet + AE head. Three exist:
 * `onnxruntime` ONNX Runtime (CPU EP; CUDA EP opt-in where its package is installed).
 * `openvino`    OpenVINO (CPU, f32 inference precision).
 
-The default is `torch`: ONNX Runtime's kernels round differently (~1e-6 on the outputs) and that
-reorders near-equal peaks in two of the 34 golden end-to-end cases (README "Speed"), so the
-faster runtimes are opt-in. `auto` is that opt-in without naming a runtime: ONNX Runtime for
+The default is `torch`: ONNX Runtime's and OpenVINO's kernels round differently (~1e-6 on the
+outputs) and that reorders near-equal peaks in 5 (ONNX Runtime) and 4 (OpenVINO) of the 34
+golden end-to-end cases (README "Speed"), so the faster runtimes are opt-in. `auto` is that opt-in without naming a runtime: ONNX Runtime for
 fp32 on CPU when it is installed, torch otherwise (and always on CUDA, and for fp16/bf16).
 ONNX Runtime and OpenVINO are imported only when chosen: importing `aepose_cli` never imports
 them.
