@@ -1,17 +1,33 @@
-"""Shared helpers of the end-to-end CLI tests: run `aepose` as a real subprocess and judge it.
+"""Shared helpers of the end-to-end CLI tests: run `aepose` and judge what it did.
 
-The CLI tests exercise the installed command exactly as a user does (`python -m aepose_cli`),
-so they catch what in-process tests cannot: exit codes, what lands on stderr, tracebacks that
-escape, files left behind. The network is slow on a shared CPU, so the tests use the tiny
-official-layout checkpoint and, where the option under test does not need it, no flip test and
-a reduced test scale (`FAST`): the plumbing is the same, the network input is 16x smaller.
+Two ways to run the command, with the same result type (`subprocess.CompletedProcess`):
+
+- `run_cli`: a real subprocess, `python -m aepose_cli`, exactly as a user runs it. It catches
+  what only a fresh process shows: import-time behaviour, memory limits, signals, what the
+  interpreter itself prints. Each call pays a Python + torch start-up (seconds on a shared CPU).
+- `run_in_process`: `aepose_cli.cli.main(ARGS)` inside the test process, with what a separate
+  process would give the command emulated: file-descriptor-level capture of stdout and stderr
+  (so what C libraries such as OpenCV or libav print is seen, in order with Python's output), a
+  fresh interpreter's warning filters (a warning is printed to stderr as it would be there), an
+  uncaught exception printed as a traceback with exit code 1, the environment of `cli_env`, the
+  working directory, and torch's thread count restored afterwards. Used where the process
+  itself is not what a test checks; the tests that need a real process say so and use `run_cli`.
+
+The network is slow on a shared CPU, so the tests use the tiny official-layout checkpoint and,
+where the option under test does not need it, no flip test and a reduced test scale (`FAST`):
+the plumbing is the same, the network input is 16x smaller.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +61,106 @@ def run_cli(
         timeout=timeout,
         env={**cli_env(), **(env_extra or {})},
     )
+
+
+# What `python -m` sets before any code runs (the interpreter's default warning filters).
+_FRESH_INTERPRETER_FILTERS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, None),
+    ("ignore", PendingDeprecationWarning, None),
+    ("ignore", ImportWarning, None),
+    ("ignore", ResourceWarning, None),
+)
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_in_process(
+    *args: Any, cwd: Path | None = None, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`aepose ARGS` run by `aepose_cli.cli.main` in this process (see the module docstring);
+    the same result as `run_cli` gives for everything but the process itself."""
+    import torch
+
+    from aepose_cli.cli import main
+
+    argv = [str(a) for a in args]
+    env = {**cli_env(), **(env_extra or {})}
+    threads = torch.get_num_threads()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(env))
+        if cwd is not None:
+            stack.enter_context(_working_directory(cwd))
+        out_path = stack.enter_context(_captured_fd(1, "stdout"))
+        err_path = stack.enter_context(_captured_fd(2, "stderr"))
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.resetwarnings()
+        for action, category, module in reversed(_FRESH_INTERPRETER_FILTERS):
+            warnings.filterwarnings(action, category=category, module=module or "")
+        code = 0
+        try:
+            main(argv)
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        except BaseException:  # what the interpreter does with an uncaught exception
+            traceback.print_exc(file=sys.stderr)
+            code = 1
+        finally:
+            for w in caught:
+                sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+            torch.set_num_threads(threads)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout = _SGR.sub("", out_path.read_text(encoding="utf-8", errors="backslashreplace"))
+        stderr = _SGR.sub("", err_path.read_text(encoding="utf-8", errors="backslashreplace"))
+    return subprocess.CompletedProcess(["aepose", *argv], code, stdout, stderr)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):  # contextlib.chdir is Python 3.11+
+    saved = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(saved)
+
+
+@contextlib.contextmanager
+def _captured_fd(fd: int, name: str):
+    """Send file descriptor `fd` and `sys.<name>` to one temporary file (both appending, so their
+    writes land in order); yield its path, restore both afterwards."""
+    with tempfile.TemporaryDirectory(prefix="aepose-cli-") as folder:
+        path = Path(folder) / name
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        saved_fd, saved_stream = os.dup(fd), getattr(sys, name)
+        saved_stream.flush()
+        stream = open(path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+        try:
+            os.dup2(target, fd)
+            setattr(sys, name, stream)
+            yield path
+        finally:
+            stream.flush()
+            setattr(sys, name, saved_stream)
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+            os.close(target)
+            stream.close()
 
 
 def cli_command(*args: Any) -> list[str]:

@@ -29,9 +29,20 @@ _ISA_PROBE = (
 )
 
 
+_ISA_SEEN: dict[tuple, str] = {}
+
+
 def onednn_isa(env: dict | None = None) -> str:
-    """The vector ISA oneDNN uses for convolutions under `env`, from its own verbose log."""
+    """The vector ISA oneDNN uses for convolutions under `env`, from its own verbose log (one
+    probe process per distinct oneDNN setting of the environment)."""
     probe_env = dict(os.environ if env is None else env, ONEDNN_VERBOSE="1")
+    key = tuple(sorted((k, v) for k, v in probe_env.items() if k.startswith(("ONEDNN_", "DNNL_"))))
+    if key not in _ISA_SEEN:
+        _ISA_SEEN[key] = _probe_isa(probe_env)
+    return _ISA_SEEN[key]
+
+
+def _probe_isa(probe_env: dict) -> str:
     try:
         out = subprocess.run([sys.executable, "-c", _ISA_PROBE], env=probe_env, capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError) as exc:

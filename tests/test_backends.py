@@ -18,7 +18,7 @@ from aepose_cli.backends import create_backend, is_installed, resolve_backend
 from aepose_cli.backends.onnx_export import checkpoint_sha256, onnx_cache_path
 from aepose_cli.model import build_from_checkpoint
 
-from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_ok, assert_one_line_error, cli_env, describe, load_json, run_cli
+from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_ok, assert_one_line_error, cli_env, describe, load_json, run_in_process
 
 needs_ort = pytest.mark.skipif(not is_installed("onnxruntime"), reason="onnxruntime is not installed")
 needs_openvino = pytest.mark.skipif(not is_installed("openvino"), reason="openvino is not installed")
@@ -54,7 +54,7 @@ def torch_out(tiny_net, check_input):
 @pytest.fixture(scope="module")
 def exported_onnx(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    proc = run_cli("export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx", "--out", out)
+    proc = run_in_process("export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx", "--out", out)
     assert_ok(proc)
     assert "wrote" in proc.stderr and out.is_file()
     assert [p.name for p in out.parent.iterdir()] == ["tiny.onnx"]  # no temp file left
@@ -85,7 +85,7 @@ def test_export_onnx_runs_in_openvino_on_another_shape(exported_onnx, check_inpu
 @needs_ort
 def test_export_onnx_static_shape(tmp_path, tiny_net):
     out = tmp_path / "static.onnx"
-    assert_ok(run_cli("export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx", "--static", "128,192", "--opset", "13", "--out", out))
+    assert_ok(run_in_process("export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx", "--static", "128,192", "--opset", "13", "--out", out))
     import onnx
     import onnxruntime as ort
 
@@ -101,7 +101,7 @@ def test_export_onnx_static_shape(tmp_path, tiny_net):
 
 def test_export_torchscript_runs_on_another_shape(tmp_path, check_input, torch_out):
     out = tmp_path / "tiny.pt"
-    assert_ok(run_cli("export", "--checkpoint", TINY_CHECKPOINT, "--format", "torchscript", "--out", out))
+    assert_ok(run_in_process("export", "--checkpoint", TINY_CHECKPOINT, "--format", "torchscript", "--out", out))
     scripted = torch.jit.load(str(out))
     with torch.inference_mode():
         got = scripted(check_input).numpy()
@@ -110,11 +110,11 @@ def test_export_torchscript_runs_on_another_shape(tmp_path, check_input, torch_o
 
 def test_export_errors_are_one_line(tmp_path):
     base = ["export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx"]
-    assert_one_line_error(run_cli(*base, "--static", "100,200", "--out", tmp_path / "a.onnx"), "multiples of 32")
-    assert_one_line_error(run_cli(*base, "--out", tmp_path / "no" / "a.onnx"), "does not exist")
-    assert_one_line_error(run_cli(*base, "--out", TINY_CHECKPOINT), "is the input checkpoint")
+    assert_one_line_error(run_in_process(*base, "--static", "100,200", "--out", tmp_path / "a.onnx"), "multiples of 32")
+    assert_one_line_error(run_in_process(*base, "--out", tmp_path / "no" / "a.onnx"), "does not exist")
+    assert_one_line_error(run_in_process(*base, "--out", TINY_CHECKPOINT), "is the input checkpoint")
     # A real exporter failure: torch.onnx cannot write this network with opset 6.
-    line = assert_one_line_error(run_cli(*base, "--opset", "6", "--out", tmp_path / "old.onnx"), "cannot export the network to ONNX (opset 6)")
+    line = assert_one_line_error(run_in_process(*base, "--opset", "6", "--out", tmp_path / "old.onnx"), "cannot export the network to ONNX (opset 6)")
     assert len(line) < 400
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -157,7 +157,7 @@ def test_cli_onnxruntime_matches_torch_end_to_end(tmp_path):
     results = {}
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / f"{backend}.json"
-        proc = run_cli("image", ZIDANE, *FAST, "--no-images", "--json", out, "--backend", backend, "--threads", "1", env_extra={"AEPOSE_HOME": str(tmp_path / "home")})
+        proc = run_in_process("image", ZIDANE, *FAST, "--no-images", "--json", out, "--backend", backend, "--threads", "1", env_extra={"AEPOSE_HOME": str(tmp_path / "home")})
         assert_ok(proc)
         results[backend] = load_json(out)["annotations"]
     assert len(results["torch"]) == len(results["onnxruntime"]) > 0

@@ -6,6 +6,11 @@ huge size, extreme aspect ratios, a FIFO, a motion photo made from a real JPEG) 
 real test data; nothing large is committed. The memory cases run under an address-space cap
 of 4 GiB (`RLIMIT_AS` set in the child), so a run that tried to allocate what the header
 claims would die instead of passing.
+
+The memory cases, the FIFOs (a hang must not take the test run with it) and a few option and
+annotation errors (the one-line stderr of the real process) run `aepose` as a subprocess; the
+other cases call it in this process (`run_in_process`), which checks the same exit code, lines
+and files without paying a Python + torch start-up for each.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from cli_helpers import (
     describe,
     load_json,
     run_cli,
+    run_in_process,
 )
 from paths import needs_shared
 
@@ -58,6 +64,29 @@ def run_capped(*args, cwd: Path | None = None, timeout: float = 300) -> subproce
         cli_command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env=cli_env(), preexec_fn=_cap_address_space,
     )
+
+
+_CAPPED_RUNS = (
+    "import json, sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "from cli_helpers import run_in_process\n"
+    "runs = [run_in_process(*args) for args in json.loads(sys.argv[2])]\n"
+    "print(json.dumps([[run.returncode, run.stdout, run.stderr] for run in runs]))\n"
+)
+
+
+def run_capped_each(commands: list[list]) -> list[subprocess.CompletedProcess]:
+    """Each command line as `aepose ARGS`, one after the other in ONE child process with at most
+    4 GiB of address space (`run_in_process` there: one Python + torch start-up for all), each
+    with its own exit code and output."""
+    argv = json.dumps([[str(a) for a in command] for command in commands])
+    proc = subprocess.run(
+        [sys.executable, "-c", _CAPPED_RUNS, str(Path(__file__).resolve().parent), argv],
+        capture_output=True, text=True, timeout=600, env=cli_env(), preexec_fn=_cap_address_space,
+    )
+    assert proc.returncode == 0, describe(proc)
+    results = json.loads(proc.stdout.splitlines()[-1])
+    return [subprocess.CompletedProcess(["aepose", *c], code, out, err) for c, (code, out, err) in zip(commands, results)]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -152,17 +181,26 @@ def photos(tmp_path) -> Path:
 
 
 # -- 5. bounded memory: hostile images, one by one, under a 4 GiB cap ---------------------------
+@pytest.fixture(scope="module")
+def hostile_runs(tmp_path_factory):
+    """`aepose image FILE` for each hostile file alone, all in one capped child process."""
+    folder = tmp_path_factory.mktemp("hostile")
+    for name, (make, _reason) in HOSTILE_IMAGES.items():
+        (folder / name).write_bytes(make())
+    before = snapshot(folder)
+    names = sorted(HOSTILE_IMAGES)
+    runs = run_capped_each([["image", folder / name, *FAST] for name in names])
+    return folder, before, dict(zip(names, runs))
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE_IMAGES))
-def test_hostile_image_is_refused_in_one_line_under_a_memory_cap(tmp_path, name):
-    make, reason = HOSTILE_IMAGES[name]
-    path = tmp_path / name
-    path.write_bytes(make())
-    before = snapshot(tmp_path)
-    proc = run_capped("image", path, *FAST)
-    line = assert_one_line_error(proc, str(path), reason)
+def test_hostile_image_is_refused_in_one_line_under_a_memory_cap(hostile_runs, name):
+    folder, before, runs = hostile_runs
+    proc = runs[name]
+    line = assert_one_line_error(proc, str(folder / name), HOSTILE_IMAGES[name][1])
     assert proc.returncode == 2, describe(proc)
     assert "MemoryError" not in line
-    assert_untouched(tmp_path, before)
+    assert_untouched(folder, before)
 
 
 def test_folder_with_every_hostile_file_mixed_in_does_all_the_good_images(tmp_path, photos):
@@ -190,7 +228,7 @@ def test_motion_photo_is_not_called_truncated(tmp_path):
     path = tmp_path / "motion.jpg"
     path.write_bytes(motion_photo())
     before = snapshot(tmp_path)
-    proc = run_cli("image", path, *FAST, "--no-images", "--json", tmp_path / "out.json")
+    proc = run_in_process("image", path, *FAST, "--no-images", "--json", tmp_path / "out.json")
     assert proc.returncode == 0, describe(proc)
     assert "truncated" not in proc.stderr
     assert load_json(tmp_path / "out.json")["images"][0]["width"] == 1280
@@ -202,7 +240,7 @@ def test_max_pixels_lowered_refuses_a_real_photo_and_names_the_option(tmp_path):
     path = tmp_path / "zidane.jpg"
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
-    proc = run_cli("image", path, *FAST, "--max-pixels", "100000")
+    proc = run_in_process("image", path, *FAST, "--max-pixels", "100000")
     assert_one_line_error(proc, str(path), "1280x720", "--max-pixels")
     assert_untouched(tmp_path, before)
 
@@ -210,9 +248,9 @@ def test_max_pixels_lowered_refuses_a_real_photo_and_names_the_option(tmp_path):
 def test_max_pixels_raised_lets_a_large_image_through(tmp_path):
     path = tmp_path / "wide.png"
     path.write_bytes(real_png(1200, 900))
-    proc = run_cli("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1080000")
+    proc = run_in_process("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1080000")
     assert proc.returncode == 0, describe(proc)
-    proc = run_cli("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1000")
+    proc = run_in_process("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1000")
     assert_one_line_error(proc, str(path), "over the limit")
 
 
@@ -250,12 +288,17 @@ BAD_OPTIONS = [
 ]
 
 
+# These also run as a real process: a click type error, a callback's, and one refused after parsing.
+REAL_PROCESS_OPTIONS = {"--scales inf", "--max-people 100000", "--precision fp16"}
+
+
 @pytest.mark.parametrize("bad,named", BAD_OPTIONS, ids=[" ".join(b) for b, _ in BAD_OPTIONS])
 def test_bad_option_is_a_one_line_usage_error(tmp_path, bad, named):
     path = tmp_path / "zidane.jpg"
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
-    proc = run_cli("image", path, *FAST, *bad, timeout=120)  # the later option wins over FAST
+    run = run_cli if " ".join(bad) in REAL_PROCESS_OPTIONS else run_in_process
+    proc = run("image", path, *FAST, *bad)  # the later option wins over FAST
     assert_one_line_error(proc, named)
     assert proc.returncode == 2, describe(proc)
     assert_untouched(tmp_path, before)
@@ -268,7 +311,7 @@ def test_cuda_device_without_a_gpu_is_refused(tmp_path):
         pytest.skip("this machine has CUDA")
     path = tmp_path / "zidane.jpg"
     shutil.copy(ZIDANE, path)
-    proc = run_cli("image", path, *FAST, "--device", "cuda", timeout=120)
+    proc = run_in_process("image", path, *FAST, "--device", "cuda")
     assert_one_line_error(proc, "--device", "CUDA is not available")
 
 
@@ -276,7 +319,7 @@ def test_cuda_device_without_a_gpu_is_refused(tmp_path):
 def test_bad_video_times_are_refused_before_opening_the_video(tmp_path, bad):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"not even a video")  # never opened: the options fail first
-    proc = run_cli("video", clip, *FAST, *bad, timeout=120)
+    proc = run_in_process("video", clip, *FAST, *bad)
     assert_one_line_error(proc, bad[-2])
     assert proc.returncode == 2
     assert_untouched(tmp_path, {"clip.mp4": hashlib.sha256(b"not even a video").hexdigest()})
@@ -318,13 +361,14 @@ BROKEN_ANNOTATIONS = {
 
 @pytest.mark.parametrize("how", sorted(BROKEN_ANNOTATIONS))
 def test_malformed_annotations_are_refused_before_the_model_loads(tmp_path, how):
+    run = run_cli if how == "image_without_file_name" else run_in_process  # one as a real process
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(_break(_mini_annotations(), how)))
     images = tmp_path / "images"
     shutil.copytree(MINI_VAL / "val2017", images)
     before = snapshot(tmp_path)
     # A checkpoint that does not exist: reaching the model would be another error.
-    proc = run_cli("evaluate", "--ann", ann, "--images", images, "--checkpoint", tmp_path / "none.pth", "--device", "cpu", timeout=120)
+    proc = run("evaluate", "--ann", ann, "--images", images, "--checkpoint", tmp_path / "none.pth", "--device", "cpu")
     assert_one_line_error(proc, str(ann), BROKEN_ANNOTATIONS[how])
     assert proc.returncode == 2
     assert_untouched(tmp_path, before)
@@ -358,7 +402,7 @@ def test_malformed_predictions_are_refused_naming_the_first_bad_entry(tmp_path, 
     ann = tmp_path / "ann.json"
     shutil.copy(MINI_VAL_ANN, ann)
     before = snapshot(tmp_path)
-    proc = run_cli("evaluate", "--ann", ann, "--pred", pred, timeout=120)
+    proc = run_in_process("evaluate", "--ann", ann, "--pred", pred)
     assert_one_line_error(proc, str(pred), fragment)
     assert_untouched(tmp_path, before)
 
@@ -367,7 +411,7 @@ def test_max_images_with_a_full_results_file_scores_the_first_images(tmp_path):
     data = _mini_annotations()
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(_results_from_ground_truth(data)))
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3", timeout=120)
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3")
     assert proc.returncode == 0, describe(proc)
     assert "<annotations>" not in proc.stdout + proc.stderr
     assert "1.000" in proc.stdout  # ground truth scored against itself
@@ -391,7 +435,7 @@ def test_evaluate_refuses_a_file_name_that_climbs_out_of_images(tmp_path, outsid
         shutil.copy(ZIDANE, tmp_path / "outside" / "secret.jpg")
     ann, images = _evaluate_layout(tmp_path, "../outside/secret.jpg")
     before = snapshot(tmp_path)
-    proc = run_cli("evaluate", "--ann", ann, "--images", images, *FAST, timeout=120)
+    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
     line = assert_one_line_error(proc, str(ann), "'../outside/secret.jpg' is outside --images")
     assert proc.returncode == 2
     # Same words whether or not the file is there: no existence probe.
@@ -402,7 +446,7 @@ def test_evaluate_refuses_a_file_name_that_climbs_out_of_images(tmp_path, outsid
 def test_evaluate_refuses_an_absolute_file_name(tmp_path):
     ann, images = _evaluate_layout(tmp_path, str(ZIDANE))
     before = snapshot(tmp_path)
-    proc = run_cli("evaluate", "--ann", ann, "--images", images, *FAST, timeout=120)
+    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
     assert_one_line_error(proc, str(ann), "is outside --images")
     assert_untouched(tmp_path, before)
 
@@ -411,7 +455,7 @@ def test_evaluate_refuses_a_symlink_that_points_out_of_images(tmp_path):
     ann, images = _evaluate_layout(tmp_path, "link.jpg")
     os.symlink(ZIDANE, images / "link.jpg")
     before = snapshot(tmp_path)
-    proc = run_cli("evaluate", "--ann", ann, "--images", images, *FAST, timeout=120)
+    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
     assert_one_line_error(proc, str(ann), "'link.jpg' is outside --images")
     assert_untouched(tmp_path, before)
 
@@ -448,7 +492,7 @@ def test_video_with_undecodable_first_frames_keeps_true_indices_and_exits_1(tmp_
     clip = tmp_path / "clip.mp4"
     _video_with_a_broken_start(clip)
     before = snapshot(tmp_path)
-    proc = run_cli("video", clip, *FAST, "--no-video", "--json", tmp_path / "out.json", "--jsonl", tmp_path / "out.jsonl")
+    proc = run_in_process("video", clip, *FAST, "--no-video", "--json", tmp_path / "out.json", "--jsonl", tmp_path / "out.jsonl")
     assert proc.returncode == 1, describe(proc)
     assert "Traceback" not in proc.stderr
     warning = [line for line in proc.stderr.splitlines() if line.startswith("aepose: warning:")]
@@ -488,7 +532,7 @@ def test_pickled_checkpoint_refusal_is_a_whole_sentence(tmp_path):
     path = tmp_path / "zidane.jpg"
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
-    proc = run_cli("image", path, "--checkpoint", pickled, *FAST[2:], timeout=120)
+    proc = run_in_process("image", path, "--checkpoint", pickled, *FAST[2:])
     line = assert_one_line_error(proc, str(pickled), "pickled Python objects", "state dict")
     assert line.rstrip().endswith(")")
     assert proc.returncode == 3

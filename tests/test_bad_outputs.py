@@ -1,11 +1,14 @@
 """Hostile and careless OUTPUT choices (issue 8, output half): nothing the user had is changed.
 
-Every case runs the real command as a subprocess and checks: the exit code, one
-`aepose: error:` line naming the file or option, no traceback, every input byte-identical
-before and after (sha256 of every file the test made), and no temporary or partial file left
-(`.tmp-`, `.part-`, `.partial.jsonl`, probe files). Most cases are refused by the output plan
-before the model loads, so they take a second each; the few that need a run use FAST options
-and the tiny checkpoint on two small images.
+Every case runs the real command and checks: the exit code, one `aepose: error:` line naming
+the file or option, no traceback, every input byte-identical before and after (sha256 of every
+file the test made), and no temporary or partial file left (`.tmp-`, `.part-`,
+`.partial.jsonl`, probe files). Most cases are refused by the output plan before the model
+loads; the few that need a run use FAST options and the tiny checkpoint on two small images.
+
+The command runs in this process (`run_in_process`: same exit code, stdout and stderr, files)
+except where a second process is the point: a concurrent writer of the same journal, Ctrl-C
+during a video, and a few refusals kept as real subprocesses for the real process's stderr.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from cli_helpers import (
     describe,
     load_json,
     run_cli,
+    run_in_process,
 )
 from paths import needs_shared
 
@@ -91,9 +95,9 @@ def work(tmp_path) -> Path:
     return tmp_path
 
 
-def refused(work: Path, args, *fragments: str, code: int = 2, cwd: Path | None = None) -> str:
+def refused(work: Path, args, *fragments: str, code: int = 2, cwd: Path | None = None, real_process: bool = False) -> str:
     before = snapshot(work)
-    proc = run_cli(*args, cwd=cwd or work)
+    proc = (run_cli if real_process else run_in_process)(*args, cwd=cwd or work)
     line = assert_one_line_error(proc, *fragments)
     assert proc.returncode == code, describe(proc)
     assert_inputs_kept(before, work)
@@ -105,6 +109,8 @@ def refused(work: Path, args, *fragments: str, code: int = 2, cwd: Path | None =
 # 1. one output plan, checked before the model loads (refused in about a second)
 
 BAD_CHECKPOINT = ["--checkpoint", "/nonexistent/never-loaded.pth", "--device", "cpu"]
+# Also run as a real process: one clash per command.
+REAL_PROCESS_CLASHES = {"folder-out-is-folder", "image-out-equals-json", "video-jsonl-is-input"}
 
 
 @pytest.mark.parametrize(
@@ -133,7 +139,7 @@ BAD_CHECKPOINT = ["--checkpoint", "/nonexistent/never-loaded.pth", "--device", "
         "video-jsonl-is-input", "video-jsonl-on-partial-name",
     ],
 )
-def test_output_clash_is_refused_before_the_model_loads(work, args, fragments):
+def test_output_clash_is_refused_before_the_model_loads(request, work, args, fragments):
     (work / "d1").mkdir()
     (work / "d2").mkdir()
     shutil.copy(work / "a.jpg", work / "d1" / "p.jpg")
@@ -142,7 +148,8 @@ def test_output_clash_is_refused_before_the_model_loads(work, args, fragments):
     shutil.copy(work / "a.jpg", work / "F" / "sub" / "s.jpg")
     shutil.copy(VIDEO, work / "clip.mp4")
     # A checkpoint that does not exist: the refusal must come first, before any model loads.
-    line = refused(work, [*args, *BAD_CHECKPOINT], *fragments)
+    real = request.node.callspec.id in REAL_PROCESS_CLASHES
+    line = refused(work, [*args, *BAD_CHECKPOINT], *fragments, real_process=real)
     assert "checkpoint" not in line
 
 
@@ -210,7 +217,7 @@ def test_read_only_output_folder_is_refused_before_inference(work):
 def test_full_disk_in_a_folder_run(work):
     with mounted_tmpfs(work / "full", "size=96k"):
         before = snapshot(work / "F")
-        proc = run_cli("folder", "F", "--out", "full/img/", "--json", "full/f.json", *FAST, cwd=work)
+        proc = run_in_process("folder", "F", "--out", "full/img/", "--json", "full/f.json", *FAST, cwd=work)
         assert_error_after_work(proc, "full/", "no space left on device")
         assert proc.returncode == 6, describe(proc)
         assert_inputs_kept(before, work / "F")
@@ -226,7 +233,7 @@ def test_full_disk_in_a_video_run(tmp_path):
     shutil.copy(VIDEO, tmp_path / "clip.mp4")
     with mounted_tmpfs(tmp_path / "full", "size=48k"):
         before = snapshot(tmp_path)
-        proc = run_cli("video", "clip.mp4", "--out", "full/clip.mp4", "--no-json", *FAST, cwd=tmp_path)
+        proc = run_in_process("video", "clip.mp4", "--out", "full/clip.mp4", "--no-json", *FAST, cwd=tmp_path)
         assert_error_after_work(proc, "full/clip.mp4", "no space left on device")
         assert proc.returncode == 6, describe(proc)
         assert_inputs_kept(before, tmp_path)
@@ -263,7 +270,7 @@ def finished(tmp_path_factory):
     for src in TWO_IMAGES:
         shutil.copy(src, folder / src.name)
     (folder / "zz_bad.jpg").write_bytes(b"not an image at all")
-    proc = run_cli("folder", "F", "--no-images", "--json", "f.json", *FAST, cwd=root)
+    proc = run_in_process("folder", "F", "--no-images", "--json", "f.json", *FAST, cwd=root)
     assert proc.returncode == 1 and "zz_bad.jpg" in proc.stderr, describe(proc)
     return root
 
@@ -303,7 +310,7 @@ def test_skip_existing_retries_the_images_that_failed(finished, tmp_path):
     w = _copy_of(finished, tmp_path)
     shutil.copy(TWO_IMAGES[0], w / "F" / "zz_bad.jpg")  # the user fixed the broken file
     before = load_json(w / "f.json")
-    proc = run_cli("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=w)
+    proc = run_in_process("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=w)
     assert proc.returncode == 0, describe(proc)
     assert "2 of 3 images already done" in proc.stderr
     after = load_json(w / "f.json")
@@ -320,14 +327,14 @@ def test_malformed_journal_is_one_line(finished, tmp_path):
     (w / "f.json").unlink()
     (w / "f.json.partial.jsonl").write_text('{"aepose_journal": 2}\nnot json\n{"key": "x"}\n')
     before = (w / "f.json.partial.jsonl").read_bytes()
-    proc = run_cli("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=w)
+    proc = run_in_process("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=w)
     assert_error_after_work(proc, "f.json.partial.jsonl", "line 2")
     assert proc.returncode == 2
     assert (w / "f.json.partial.jsonl").read_bytes() == before  # nothing cut off
 
 
 def test_torn_last_line_still_resumes(work):
-    run = run_cli("folder", "F", "--no-images", "--json", "f.json", *FAST, cwd=work)
+    run = run_in_process("folder", "F", "--no-images", "--json", "f.json", *FAST, cwd=work)
     assert run.returncode == 0, describe(run)
     final = load_json(work / "f.json")
     # Rebuild the journal a crash after the first image would leave, plus a torn line.
@@ -341,7 +348,7 @@ def test_torn_last_line_still_resumes(work):
     writer.abort()
     with open(work / "f.json.partial.jsonl", "a") as handle:
         handle.write('{"key": "torn", "ima')
-    proc = run_cli("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=work)
+    proc = run_in_process("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=work)
     assert proc.returncode == 0, describe(proc)
     assert "1 of 2 images already done" in proc.stderr
     resumed = load_json(work / "f.json")
@@ -398,7 +405,7 @@ def test_evaluate_max_images_with_a_full_prediction_file(tmp_path):
         for a in ann["annotations"] if a.get("num_keypoints")
     ]))
     before = snapshot(tmp_path)
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3", *BAD_CHECKPOINT, cwd=tmp_path)
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3", *BAD_CHECKPOINT, cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert "<annotations>" not in proc.stdout + proc.stderr
     assert "AP" in proc.stdout
@@ -429,7 +436,7 @@ def test_real_folder_with_one_hostile_file_does_every_good_image(tmp_path, hosti
     # A clash with the folder is refused whatever the folder holds...
     refused(tmp_path, ["folder", "R", "--out", "R", *BAD_CHECKPOINT], "overwrite the input")
     # ...and a proper run does every good image and names the bad one.
-    proc = run_cli("folder", "R", "--out", "out/", "--json", "out/r.json", *FAST, cwd=tmp_path)
+    proc = run_in_process("folder", "R", "--out", "out/", "--json", "out/r.json", *FAST, cwd=tmp_path)
     assert proc.returncode == 1, describe(proc)
     assert "Traceback" not in proc.stderr and "hostile.jpg" in proc.stderr
     data = load_json(tmp_path / "out" / "r.json")

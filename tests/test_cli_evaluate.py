@@ -1,5 +1,8 @@
 """`aepose evaluate` end to end: the reference's numbers from the golden results file, a real
 inference run on COCO val2017 photos, and the annotation/result problems a user meets.
+
+The golden-results run is a real subprocess; the other cases run the command in this process
+(`run_in_process`), which sees the same exit code, output and files.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from cli_helpers import (
     keypoint_array,
     load_json,
     run_cli,
+    run_in_process,
 )
 from paths import needs_shared
 
@@ -66,7 +70,7 @@ def test_golden_results_give_the_reference_metrics(tmp_path):
 @pytest.fixture(scope="module")
 def inference_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluate")
-    proc = run_cli(
+    proc = run_in_process(
         "evaluate", "--ann", MINI_VAL_ANN, "--images", MINI_VAL / "val2017", "--max-images", 3, *FAST,
         "--out", out / "results.json", "--metrics-json", out / "metrics.json",
     )
@@ -94,7 +98,7 @@ def test_inference_results_score_the_same_when_given_back(inference_run, tmp_pat
     out, proc = inference_run
     assert_ok(proc)
     again = tmp_path / "again.json"
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--pred", out / "results.json", "--max-images", 3, "--metrics-json", again)
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", out / "results.json", "--max-images", 3, "--metrics-json", again)
     assert_ok(proc)
     assert load_json(again) == load_json(out / "metrics.json")
 
@@ -128,7 +132,7 @@ def test_annotations_without_keypoints(tmp_path):
         annotation.pop("num_keypoints", None)
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(ann))
-    proc = run_cli("evaluate", "--ann", path, "--pred", GOLDEN_RESULTS)
+    proc = run_in_process("evaluate", "--ann", path, "--pred", GOLDEN_RESULTS)
     assert_one_line_error(proc, str(path), "keypoints")
 
 
@@ -138,12 +142,12 @@ def test_results_for_images_not_in_the_annotations(tmp_path):
     foreign["image_id"] = 987654321
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results + [foreign]))
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--pred", path)
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", path)
     assert_one_line_error(proc, str(path), "987654321")
 
 
 def test_keypoint_set_that_does_not_fit_the_annotations():
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--pred", GOLDEN_RESULTS, "--keypoints", "aic")
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", GOLDEN_RESULTS, "--keypoints", "aic")
     assert_one_line_error(proc, "aic", "14", "17")
 
 
@@ -159,7 +163,7 @@ def partial_images(tmp_path) -> tuple[Path, str, str]:
 
 def test_missing_images_are_fatal_and_listed(partial_images, tmp_path):
     folder, present, missing = partial_images
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--images", folder, "--max-images", 2, *FAST, "--out", tmp_path / "r.json")
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--images", folder, "--max-images", 2, *FAST, "--out", tmp_path / "r.json")
     assert_one_line_error(proc, "1 annotated image(s) missing", missing, "--allow-missing")
     assert present not in proc.stderr
     assert not (tmp_path / "r.json").exists()
@@ -168,7 +172,7 @@ def test_missing_images_are_fatal_and_listed(partial_images, tmp_path):
 def test_allow_missing_warns_and_continues(partial_images, tmp_path):
     folder, present, missing = partial_images
     results_path = tmp_path / "r.json"
-    proc = run_cli(
+    proc = run_in_process(
         "evaluate", "--ann", MINI_VAL_ANN, "--images", folder, "--max-images", 2, *FAST,
         "--allow-missing", "--out", results_path,
     )
@@ -198,13 +202,13 @@ def test_allow_missing_leaves_skipped_images_out_of_the_score(partial_images, tm
     ann_path = tmp_path / "ann.json"
     ann_path.write_text(json.dumps(ann))
     metrics_path = tmp_path / "m.json"
-    proc = run_cli(
+    proc = run_in_process(
         "evaluate", "--ann", ann_path, "--images", folder, *FAST, "--allow-missing",
         "--out", tmp_path / "r.json", "--metrics-json", metrics_path,
     )
     assert_ok(proc)
     metrics = json.loads(metrics_path.read_text())
     assert metrics["AP (M)"] == -1.0 and metrics["AR (M)"] == -1.0, metrics
-    proc = run_cli("evaluate", "--ann", ann_path, "--pred", tmp_path / "r.json", "--metrics-json", metrics_path)
+    proc = run_in_process("evaluate", "--ann", ann_path, "--pred", tmp_path / "r.json", "--metrics-json", metrics_path)
     assert_ok(proc)
     assert json.loads(metrics_path.read_text())["AP (M)"] == 0.0  # the whole file counts the miss

@@ -1,7 +1,9 @@
-"""`aepose image` end to end: a real subprocess on real photos, its files, its JSON, its poses.
+"""`aepose image` end to end on real photos: its files, its JSON, its poses.
 
 The poses the command writes must be exactly those of the library (`PoseEstimator.predict`)
-under the same options: the CLI may only add files around them, never change them.
+under the same options: the CLI may only add files around them, never change them. The
+two-photo run with default outputs is a real subprocess; the other cases run the command in
+this process (`run_in_process`), which sees the same exit code, output and files.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from cli_helpers import (
     load_json,
     poses_by_image,
     run_cli,
+    run_in_process,
 )
 from paths import needs_shared
 
@@ -122,7 +125,7 @@ def test_out_folder_and_results_style(two_images, library, tmp_path):
     _, _, first = two_images
     assert_ok(first)
     _copy_inputs(tmp_path, ZIDANE)
-    proc = run_cli("image", "zidane.jpg", "--out", "drawn/", "--json-style", "results", "--json", "res.json", *FAST, cwd=tmp_path)
+    proc = run_in_process("image", "zidane.jpg", "--out", "drawn/", "--json-style", "results", "--json", "res.json", *FAST, cwd=tmp_path)
     assert_ok(proc)
     assert (tmp_path / "drawn" / "zidane.pose.jpg").is_file()
     assert not (tmp_path / "zidane.pose.jpg").exists()
@@ -140,7 +143,7 @@ def test_out_folder_and_results_style(two_images, library, tmp_path):
 
 def test_out_file_and_no_json(tmp_path):
     _copy_inputs(tmp_path, SMALL_PHOTO)
-    proc = run_cli("image", SMALL_PHOTO.name, "--out", "annotated.png", "--no-json", *FAST, cwd=tmp_path)
+    proc = run_in_process("image", SMALL_PHOTO.name, "--out", "annotated.png", "--no-json", *FAST, cwd=tmp_path)
     assert_ok(proc)
     drawn = cv2.imread(str(tmp_path / "annotated.png"))
     assert drawn is not None and drawn.shape == cv2.imread(str(SMALL_PHOTO)).shape
@@ -149,7 +152,7 @@ def test_out_file_and_no_json(tmp_path):
 
 def test_no_images_writes_only_json(tmp_path):
     _copy_inputs(tmp_path, SMALL_PHOTO)
-    proc = run_cli("image", SMALL_PHOTO.name, "--no-images", "--json", "out/", *FAST, cwd=tmp_path)
+    proc = run_in_process("image", SMALL_PHOTO.name, "--no-images", "--json", "out/", *FAST, cwd=tmp_path)
     assert_ok(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000000040083.jpg", "out"]
     data = load_json(tmp_path / "out" / "000000040083.pose.json")
@@ -158,7 +161,7 @@ def test_no_images_writes_only_json(tmp_path):
 
 def test_out_file_with_several_images_is_refused(tmp_path):
     names = _copy_inputs(tmp_path, ZIDANE, SMALL_PHOTO)
-    proc = run_cli("image", *names, "--out", "one.jpg", *FAST, cwd=tmp_path)
+    proc = run_in_process("image", *names, "--out", "one.jpg", *FAST, cwd=tmp_path)
     assert_one_line_error(proc, "--out one.jpg", "folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
@@ -169,7 +172,7 @@ def test_out_folder_holds_the_json_too_and_the_device_is_chosen_automatically(tm
     import torch
 
     _copy_inputs(tmp_path, SMALL_PHOTO)
-    proc = run_cli("image", SMALL_PHOTO.name, "--out", "drawn/", "--checkpoint", TINY_CHECKPOINT, "--no-flip", "--scales", "0.25", cwd=tmp_path)
+    proc = run_in_process("image", SMALL_PHOTO.name, "--out", "drawn/", "--checkpoint", TINY_CHECKPOINT, "--no-flip", "--scales", "0.25", cwd=tmp_path)
     assert_ok(proc)
     assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["000000040083.pose.jpg", "000000040083.pose.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000000040083.jpg", "drawn"]

@@ -44,6 +44,8 @@ CASE_FILES = sorted((GOLDEN / "cases").glob("*/*.json"))
 # OpenVINO is not a default backend: one image's settings (single and multi-scale, flip and
 # not) stand for all of them.
 OPENVINO_CASE_IMAGES = ("000000196141",)
+# Every (image, scales) pair of one backend: the network outputs of a few tiny-model passes.
+RAW_CACHE = 2 * len({path.parent.name for path in CASE_FILES}) + 2
 
 
 def _backend_param(name: str, *args):
@@ -92,9 +94,10 @@ def _config(case: dict) -> InferenceConfig:
     )
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=RAW_CACHE)
 def _raw(backend: str, image: str, scales: tuple):
-    """Network passes once per (backend, image, scales), flip included; settings share them."""
+    """Network passes once per (backend, image, scales), flip included; settings share them, and
+    so does test_golden_any_isa.py where it runs its cases in this process."""
     engine = _engine(backend, InferenceConfig(scales=scales, flip=True))
     geometry, inputs = engine.prepare(cv2.imread(str(SHARED / image)))
     (maps,), (raw,) = engine.infer_prepared([(geometry, inputs)], keep_raw=True)

@@ -33,7 +33,7 @@ from cli_helpers import (
     cli_env,
     describe,
     load_json,
-    run_cli,
+    run_in_process,
 )
 from paths import needs_shared
 
@@ -232,20 +232,21 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def golden_report(tmp_path_factory):
-    from aepose_cli.report import check_report_dir, write_report
-
-    out = tmp_path_factory.mktemp("report") / "golden"
+    """`aepose evaluate --pred GOLDEN --report DIR`, run once (in this process: matplotlib draws
+    for seconds): the page tests and the command's own test read the same folder."""
+    root = tmp_path_factory.mktemp("report")
+    out = root / "golden"
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", GOLDEN_RESULTS, "--metrics-json", root / "metrics.json", "--report", out)
     evaluation = evaluate_keypoints_detailed(MINI_VAL_ANN, GOLDEN_RESULTS, COCO.sigmas, True)
-    check_report_dir(out, [MINI_VAL_ANN, GOLDEN_RESULTS])
-    write_report(out, evaluation, MINI_VAL_ANN, GOLDEN_RESULTS, COCO, title="golden grouping")
-    return out, evaluation
+    return out, evaluation, proc
 
 
 def test_page_structure(golden_report):
     from aepose_cli.evaluate import METRIC_NAMES
     from aepose_cli.report import PLOTS
 
-    out, _ = golden_report
+    out, _, proc = golden_report
+    assert_ok(proc)
     page = _Page()
     page.feed((out / "index.html").read_text(encoding="utf-8"))
     assert "script" not in page.tags
@@ -260,7 +261,8 @@ def test_page_structure(golden_report):
 def test_every_plot_is_a_png_of_reasonable_size(golden_report):
     from aepose_cli.report import PLOTS
 
-    out, _ = golden_report
+    out, _, proc = golden_report
+    assert_ok(proc)
     for name, *_rest in PLOTS:
         path = out / name
         width, height = _png_size(path)
@@ -269,7 +271,8 @@ def test_every_plot_is_a_png_of_reasonable_size(golden_report):
 
 
 def test_analysis_json_holds_the_numbers_behind_the_plots(golden_report):
-    out, evaluation = golden_report
+    out, evaluation, proc = golden_report
+    assert_ok(proc)
     data = load_json(out / "analysis.json")
     assert data["metrics"] == evaluation.metrics
     assert data["keypoints"]["names"] == list(COCO.names)
@@ -327,17 +330,15 @@ def test_missing_matplotlib_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.cli
-def test_cli_pred_report(tmp_path):
-    report = tmp_path / "report"
-    metrics_path = tmp_path / "metrics.json"
-    proc = run_cli("evaluate", "--ann", MINI_VAL_ANN, "--pred", GOLDEN_RESULTS, "--metrics-json", metrics_path, "--report", report)
+def test_cli_pred_report(golden_report):
+    report, _, proc = golden_report
     assert_ok(proc)
     assert "index.html" in proc.stderr, describe(proc)
     expected = load_json(GOLDEN / "grouping" / "metrics.json")
-    assert load_json(metrics_path) == expected
+    assert load_json(report.parent / "metrics.json") == expected
     assert load_json(report / "analysis.json")["metrics"] == expected
     _png_size(report / "error_curves_all.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report"]
+    assert sorted(p.name for p in report.parent.iterdir()) == ["golden", "metrics.json"]
 
 
 def test_a_previous_report_is_replaced_in_one_piece(tmp_path):
@@ -356,7 +357,7 @@ def test_a_previous_report_is_replaced_in_one_piece(tmp_path):
 def test_cli_report_refuses_the_input_folder(tmp_path):
     ann = tmp_path / "ann.json"
     ann.write_bytes(MINI_VAL_ANN.read_bytes())
-    proc = run_cli("evaluate", "--ann", ann, "--pred", GOLDEN_RESULTS, "--report", tmp_path)
+    proc = run_in_process("evaluate", "--ann", ann, "--pred", GOLDEN_RESULTS, "--report", tmp_path)
     assert_one_line_error(proc, "would replace the input")
     assert ann.read_bytes() == MINI_VAL_ANN.read_bytes()
 
@@ -364,7 +365,7 @@ def test_cli_report_refuses_the_input_folder(tmp_path):
 @pytest.mark.cli
 def test_cli_inference_report(tmp_path):
     report = tmp_path / "report"
-    proc = run_cli(
+    proc = run_in_process(
         "evaluate", "--ann", MINI_VAL_ANN, "--images", MINI_VAL / "val2017", "--max-images", 2, *FAST,
         "--out", tmp_path / "results.json", "--report", report,
     )
