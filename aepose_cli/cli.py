@@ -119,7 +119,7 @@ def backend_options(func):
     """`--backend` and `--threads`: who runs the network (aepose_cli.backends) and on how many threads."""
     options = [
         # Literal choices (aepose_cli.backends.BACKEND_CHOICES): declaring options must not import torch.
-        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (onnxruntime on CPU, torch on CUDA). README 'Speed'."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
     ]
     for option in reversed(options):

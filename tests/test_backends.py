@@ -121,7 +121,7 @@ def test_export_errors_are_one_line(tmp_path):
 
 # -- backends inside aepose ----------------------------------------------------------------
 def test_auto_resolution():
-    expected_cpu = "onnxruntime" if is_installed("onnxruntime") else "torch"
+    expected_cpu = next((b for b in ("openvino", "onnxruntime") if is_installed(b)), "torch")
     assert resolve_backend("auto", "cpu") == expected_cpu
     assert resolve_backend("auto", "cpu", precision="bf16") == "torch"
     assert resolve_backend("auto", "cuda") == "torch"
@@ -181,8 +181,8 @@ def test_missing_openvino_is_one_line(tmp_path):
     assert list(tmp_path.glob("z.*")) == []
 
 
-def test_auto_falls_back_to_torch_without_onnxruntime(tmp_path):
-    proc = _cli_with("import sys; sys.modules['onnxruntime'] = None", tmp_path / "home", "image", ZIDANE, *FAST, "--no-images", "--json", tmp_path / "z.json")
+def test_auto_falls_back_to_torch_without_the_runtimes(tmp_path):
+    proc = _cli_with("import sys; sys.modules['onnxruntime'] = None; sys.modules['openvino'] = None", tmp_path / "home", "image", ZIDANE, *FAST, "--backend", "auto", "--no-images", "--json", tmp_path / "z.json")
     assert_ok(proc)
     assert (tmp_path / "z.json").is_file()
     assert not (tmp_path / "home" / "onnx").exists()  # torch ran: nothing was exported
