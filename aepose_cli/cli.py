@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import PRECISIONS, DrawConfig, InferenceConfig
+from .config import ENGINES, PRECISIONS, DrawConfig, EngineConfig, InferenceConfig
 from .errors import AeposeError, ConfigError, Interrupted
 from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
@@ -125,6 +125,47 @@ def backend_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def engine_options(func):
+    """`--engine` and what it takes: who runs the stages (this process, or Ray workers)."""
+    options = [
+        click.option("--engine", type=click.Choice(list(ENGINES)), default="single", show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
+        click.option("--workers", type=click.IntRange(min=1), default=None, help="--engine ray: network workers (actors), each loading the model once [default: 1]."),
+        click.option("--gpus-per-worker", type=FiniteFloat(0.0), default=None, help="--engine ray: GPUs per network worker (1: one worker per card; 0: CPU) [default: 0]."),
+        click.option("--ray-address", default=None, metavar="ADDR", help="--engine ray: join this Ray cluster (auto, ray://HOST:10001, HOST:6379) instead of starting a local Ray."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _engine_config(opts: dict) -> EngineConfig:
+    """The engine options, removed from `opts`; those of Ray are refused without --engine ray
+    (a flag that would change nothing is an error, not a silent no-op)."""
+    engine = opts.pop("engine")
+    ray_only = {"--workers": opts.pop("workers"), "--gpus-per-worker": opts.pop("gpus_per_worker"), "--ray-address": opts.pop("ray_address")}
+    if engine != "ray":
+        given = [name for name, value in ray_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to --engine ray")
+        return EngineConfig()
+    config = EngineConfig(
+        engine="ray", workers=ray_only["--workers"] or 1, gpus_per_worker=ray_only["--gpus-per-worker"] or 0.0,
+        ray_address=ray_only["--ray-address"],
+    )
+    # The workers' device follows --gpus-per-worker (Ray gives each worker its own cards);
+    # --device may only say the same.
+    device = opts["device"]
+    wanted = "cuda" if config.gpus_per_worker > 0 else "cpu"
+    if device == "auto":
+        opts["device"] = wanted
+    elif device != wanted:
+        raise ConfigError(
+            f"--device {device} with --engine ray: the workers run on "
+            + ("their GPUs (--gpus-per-worker > 0); leave --device auto" if wanted == "cuda" else "CPUs without --gpus-per-worker; give --gpus-per-worker 1 for one GPU each")
+        )
+    return config
 
 
 def json_options(func):
@@ -249,15 +290,18 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
 @json_options
 @model_options
 @draw_options
+@engine_options
 def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, **opts) -> None:
-    """Estimate poses for every image of a folder (streamed, resumable, shardable)."""
+    """Estimate poses for every image of a folder (streamed, resumable, shardable; on Ray
+    workers with --engine ray)."""
     from .commands.images import run_folder
 
+    engine = _engine_config(opts)
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in (x.strip().lower() for x in ext.split(",")) if e)
     run_folder(
         folder, recursive=recursive, extensions=extensions, shard=shard, skip_existing=skip_existing,
         out=False if no_images else out, json_out=False if no_json else json_out, json_style=json_style,
-        model=_model_choice(opts), config=_inference_config(opts), draw_cfg=_draw_config(opts),
+        model=_model_choice(opts), config=_inference_config(opts), draw_cfg=_draw_config(opts), engine=engine,
     )
 
 
@@ -273,17 +317,19 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
 @click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Resume an interrupted inference run.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write an error-diagnosis report (index.html, plots, analysis.json) into this folder; needs aepose-cli[report].")
 @model_options
+@engine_options
 def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, report_dir, **opts) -> None:
     """COCO keypoint AP/AR exactly as the reference evaluator computes it."""
     from .commands.evaluate import run_evaluate
 
+    engine = _engine_config(opts)
     model = _model_choice(opts)
     # Inference for evaluation runs without pose NMS unless asked (the reference's test path).
     config = _inference_config(opts, nms_default=None) if pred_path is None else None
     run_evaluate(
         ann_path, images_dir=images_dir, pred_path=pred_path, results_out=results_out,
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
-        skip_existing=skip_existing, model=model, config=config, report_dir=report_dir,
+        skip_existing=skip_existing, model=model, config=config, report_dir=report_dir, engine=engine,
     )
 
 
