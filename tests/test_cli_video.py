@@ -385,25 +385,26 @@ def test_several_videos_equal_one_at_a_time(tmp_path, estimator):
     many.mkdir()
     alone.mkdir()
     clips = [copy_clip(clip, many) for clip in (NTSC_CLIP, MMPOSE_DEMO, VTEST)]
-    run_videos([str(many)], estimator, DrawConfig(), VideoOptions(end=END_S, out=str(tmp_path / "out") + "/", progress=False), TINY)
+    end = 0.15  # 5, 1 and 2 frames: the network is the slow part on a shared CPU
+    run_videos([str(many)], estimator, DrawConfig(), VideoOptions(end=end, out=str(tmp_path / "out") + "/", progress=False), TINY)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{c.stem}.pose.{x}" for c in clips for x in ("json", "mp4"))
     for clip in clips:
         single = copy_clip(clip, alone)
-        run_video(str(single), estimator, DrawConfig(), VideoOptions(end=END_S, progress=False), TINY)
+        run_video(str(single), estimator, DrawConfig(), VideoOptions(end=end, progress=False), TINY)
         together = load_json(tmp_path / "out" / f"{clip.stem}.pose.json")
         one = load_json(alone / f"{clip.stem}.pose.json")
         assert together["images"] == one["images"], clip.name  # frame indices, timestamps, sizes
         assert together["annotations"] == one["annotations"], clip.name  # the poses, float for float
         assert together["images"] and together["annotations"], clip.name
         assert together["info"]["aepose"]["inputs"] == [str(clip)]
-        frames = video_frames(clip, end_s=END_S)
+        frames = video_frames(clip, end_s=end)
         assert video_frames(tmp_path / "out" / f"{clip.stem}.pose.mp4") == video_frames(alone / f"{clip.stem}.pose.mp4") == frames
     assert leftovers(tmp_path) == []
 
 
 def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_path, estimator, capsys):
-    done, half = copy_clip(MMPOSE_DEMO, tmp_path), copy_clip(NTSC_CLIP, tmp_path)
-    pattern = [str(tmp_path / "*.mp4")]
+    done, half = copy_clip(MMPOSE_DEMO, tmp_path), copy_clip(VTEST, tmp_path)  # 2 and 3 frames
+    pattern = [str(tmp_path / "*.mp4"), str(tmp_path / "*.avi")]
     options = VideoOptions(end=END_S, progress=False, skip_existing=True)
     run_videos(pattern, estimator, DrawConfig(), options, TINY)
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")}
@@ -419,7 +420,7 @@ def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_pa
     assert f"skipped {done}: its outputs are finished" in " ".join(err.split())
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")} == finished  # not rewritten
     assert video_frames(video) == video_frames(half, end_s=END_S)
-    assert [im["frame_index"] for im in load_json(json_out)["images"]] == list(range(9))
+    assert [im["frame_index"] for im in load_json(json_out)["images"]] == [0, 1, 2]
     assert leftovers(tmp_path) == [] and not (tmp_path / f"{half.stem}.pose.partial.mp4").exists()
     # Everything finished: nothing to do, the model never loads.
     run_videos(pattern, never_load, DrawConfig(), options, TINY, config=TINY_CONFIG)
@@ -435,28 +436,29 @@ def test_a_json_only_run_resumes_exactly_from_its_journal(tmp_path, estimator, m
     from aepose_cli.commands import video as video_command
 
     clip = copy_clip(NTSC_CLIP, tmp_path)
-    options = VideoOptions(end=END_S, out=False, progress=False, skip_existing=True)
+    options = VideoOptions(end=0.2, out=False, progress=False, skip_existing=True)  # 6 frames
     reference, target = tmp_path / "reference.json", tmp_path / "resumed.json"
     run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(reference)), TINY)
     write = video_command._FrameSink.write
     written: list[int] = []
 
-    def stop_after_five(self, item, image, result):
-        if len(written) == 5:
+    def stop_after_three(self, item, image, result):
+        if len(written) == 3:
             raise KeyboardInterrupt
         written.append(item.index)
         write(self, item, image, result)
 
-    monkeypatch.setattr(video_command._FrameSink, "write", stop_after_five)
-    with pytest.raises(Interrupted, match=r"the 5 frame\(s\) done are kept in resumed.json.partial.jsonl"):
+    monkeypatch.setattr(video_command._FrameSink, "write", stop_after_three)
+    with pytest.raises(Interrupted, match=r"the 3 frame\(s\) done are kept in resumed.json.partial.jsonl"):
         run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY)
     monkeypatch.undo()
     assert not target.exists()
     capsys.readouterr()
     run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY)
-    # Five frames were done; batches hold two, so the resume continues after frame 3.
-    assert "resumed: 4 frame(s) were done by the stopped run" in capsys.readouterr().err
+    # Three frames were done; batches hold two, so the resume continues after frame 1.
+    assert "resumed: 2 frame(s) were done by the stopped run" in capsys.readouterr().err
     resumed, uninterrupted = load_json(target), load_json(reference)
+    # Resuming after frame 2 instead (other batches) changes annotations here: checked.
     assert resumed["images"] == uninterrupted["images"]
     assert resumed["annotations"] == uninterrupted["annotations"]
     assert leftovers(tmp_path) == []
