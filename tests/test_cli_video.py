@@ -5,7 +5,9 @@ processed (29.97 fps stays 30000/1001), the JSON has one image per frame with it
 and timestamp, audio survives, the poses of frame n are those of `aepose image` on frame n, and
 a broken input either fails in one line or keeps every frame decoded before the break.
 Clips with audio, without video, without frames, or broken midway are made at run time from
-real clips with PyAV.
+real clips with PyAV. Many videos per command (folders, patterns, broken members, collisions,
+--skip-existing, the exact JSON-only resume) run in-process with one tiny-model estimator,
+except one subprocess run over a folder with broken videos.
 """
 from __future__ import annotations
 
