@@ -357,12 +357,14 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 
 # -- video -----------------------------------------------------------------------------------
 @cli.command()
-@click.argument("source")
-@click.option("--out", "out", default=None, help="Annotated video (.mp4) file, or a folder for it and the JSON (default: SOURCE.pose.mp4 next to the input).")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--recursive", "-r", is_flag=True, help="With a folder: include videos in sub-folders; with a pattern: '**' matches sub-folders.")
+@click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Skip videos whose outputs a run with the same settings finished; restart half-done ones (resume a JSON-only one from its journal).")
+@click.option("--out", "out", default=None, help="Annotated video (.mp4) file, or a folder for the videos and the JSON (default: SOURCE.pose.mp4 next to each input).")
 @click.option("--no-video", is_flag=True, help="Write JSON only, no annotated video.")
-@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to the input, or in the --out folder).")
+@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to each input, or in the --out folder).")
 @click.option("--no-json", is_flag=True, help="Do not write COCO JSON.")
-@click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file ('-' for stdout).")
+@click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file, or a folder (one SOURCE.pose.jsonl per video), or '-' for stdout.")
 @click.option("--start", type=FiniteFloat(0.0), default=None, help="Start time in seconds.")
 @click.option("--end", type=FiniteFloat(0.0, low_open=True), default=None, help="End time in seconds (after --start).")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
@@ -370,23 +372,26 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--smooth", is_flag=True, help="One-Euro filter on tracked keypoints (implies --track).")
 @model_options
 @draw_options
-def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
-    """Estimate poses in a video file, stream URL or webcam index; write H.264 MP4 and JSON.
+def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
+    """Estimate poses in videos (files, folders of videos, quoted patterns such as 'clips/*.mp4'),
+    a stream URL or a webcam index; write H.264 MP4 and JSON per video.
 
-    An interrupted or failed run keeps the frames written so far as NAME.partial.mp4 (audio up
-    to the last of them), never under the final name, and exits non-zero (130 on Ctrl-C)."""
+    The model loads once for all videos; a video that cannot be read is named at the end and
+    does not stop the others (exit 1). An interrupted or failed run keeps the frames written so
+    far as NAME.partial.mp4 (audio up to the last of them), never under the final name, and
+    exits non-zero (130 on Ctrl-C)."""
     from .commands.common import build_estimator
-    from .commands.video import VideoOptions, run_video
+    from .commands.video import VideoOptions, run_videos
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
     config = _inference_config(opts)
     options = VideoOptions(
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
-        start=start, end=end, stride=stride, track=track or smooth, smooth=smooth,
+        start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,
     )
     model = _model_choice(opts)
-    run_video(source, lambda: build_estimator(model, config), _draw_config(opts), options, model=model)
+    run_videos(list(sources), lambda: build_estimator(model, config), _draw_config(opts), options, model, config=config, recursive=recursive)
 
 
 def main(argv: list[str] | None = None) -> None:
