@@ -372,6 +372,7 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--smooth", is_flag=True, help="One-Euro filter on tracked keypoints (implies --track).")
 @model_options
 @draw_options
+@engine_options
 def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
     """Estimate poses in videos (files, folders of videos, quoted patterns such as 'clips/*.mp4'),
     a stream URL or a webcam index; write H.264 MP4 and JSON per video.
@@ -385,13 +386,17 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
+    engine = _engine_config(opts)
     config = _inference_config(opts)
     options = VideoOptions(
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,
     )
     model = _model_choice(opts)
-    run_videos(list(sources), lambda: build_estimator(model, config), _draw_config(opts), options, model, config=config, recursive=recursive)
+    run_videos(
+        list(sources), lambda: build_estimator(model, config), _draw_config(opts), options, model, config=config,
+        recursive=recursive, engine=engine,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,6 +103,20 @@ class PoseEstimator:
             sha256 = checkpoint_sha256(path)  # names the cached ONNX graph of these weights
         self.engine = InferenceEngine(net, self.keypoints, config, checkpoint_sha256=sha256)
 
+    @classmethod
+    def from_network(
+        cls, net: AENet, keypoints: KeypointSet, config: InferenceConfig, *,
+        zoo_model: ZooModel | None = None, checkpoint_sha256: str | None = None,
+    ) -> PoseEstimator:
+        """An estimator around a network already built (a worker that got the checkpoint's
+        bytes from elsewhere); `keypoints` must be the network's (see `keypoints_of`)."""
+        estimator = cls.__new__(cls)
+        estimator.config = config
+        estimator.keypoints = keypoints
+        estimator.zoo_model = zoo_model
+        estimator.engine = InferenceEngine(net, keypoints, config, checkpoint_sha256=checkpoint_sha256)
+        return estimator
+
     # -- stages ----------------------------------------------------------------------------
     def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:
         """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""

@@ -28,6 +28,7 @@ import pytest
 from cli_helpers import (
     BUS,
     COCO_IMAGES,
+    DATA,
     MINI_VAL,
     MINI_VAL_ANN,
     MODEL,
@@ -223,6 +224,33 @@ def test_evaluate_on_ray_gives_the_same_results_and_metrics(cluster, tmp_path):
         files[name] = (results.read_bytes(), load_json(metrics))
     assert files["ray"] == files["single"]
     assert json.loads(files["ray"][0]), "the tiny model finds people in these photos"
+
+
+@needs_ray
+def test_several_videos_on_ray_equal_the_single_engines(cluster, tmp_path):
+    """One video per Ray task (written by the worker): the same frames, timestamps and poses,
+    the same MP4s, and a broken file named once at the end while the others finish."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for clip in (DATA / "mmpose-testdata" / "video" / "demo.mp4", DATA / "opencv-vtest" / "vtest.avi", DATA / "mmaction2-videos" / "test_video_structuralize.mp4"):
+        shutil.copy(clip, clips / clip.name.replace("test_video_", ""))
+    (clips / "notes.mp4").write_text("not a video\n")
+    runs = {}
+    for name, engine in (("single", []), ("ray", _ray(cluster, "--workers", "2"))):
+        proc = run_cli("video", "clips", "--end", "0.3", "--out", f"{name}/", *SETTINGS, *engine, cwd=tmp_path)
+        assert proc.returncode == 1, describe(proc)
+        assert "Traceback" not in proc.stderr
+        assert sum("notes.mp4" in line for line in proc.stderr.splitlines()) == 1, describe(proc)
+        assert "3 video(s) done, 1 failed" in proc.stderr, describe(proc)
+        runs[name] = [line for line in proc.stderr.splitlines() if "notes.mp4" in line]
+    assert runs["ray"] == runs["single"]  # the same reason, named once
+    names = sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert names == sorted(f"{stem}.pose.{ext}" for stem in ("demo", "vtest", "structuralize") for ext in ("json", "mp4"))
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+        if name.endswith(".json"):
+            assert json.loads((tmp_path / "ray" / name).read_bytes())["images"], name
 
 
 @needs_ray

@@ -495,7 +495,7 @@ def run_video(
 
 def run_videos(
     args: list[str], estimator, draw_cfg: DrawConfig, options: VideoOptions, model=None, *,
-    config: InferenceConfig | None = None, recursive: bool = False,
+    config: InferenceConfig | None = None, recursive: bool = False, engine=None,
 ) -> None:
     """`aepose video SRC...`: files, folders and patterns (see `expand_sources`).
 
@@ -505,8 +505,17 @@ def run_videos(
     With `skip_existing`, finished videos are skipped with a one-line note and half-done ones
     restarted (or resumed, where exact) before the model loads.
     """
+    on_ray = engine is not None and engine.engine == "ray"
+    if on_ray:
+        from .common import require_engine
+
+        require_engine(engine)
     sources = expand_sources(args, recursive=recursive)
-    if len(sources) == 1:
+    if on_ray:
+        streams = [s for s in sources if source_kind(s) != "file"]
+        if streams:
+            raise ConfigError(f"{streams[0]}: a stream or webcam is read by this process; run it without --engine ray")
+    elif len(sources) == 1:
         run_video(sources[0], estimator, draw_cfg, options, model, config=config)
         return
     jobs = plan_videos(sources, options)
@@ -514,6 +523,9 @@ def run_videos(
     todo = [i for i in range(len(jobs)) if i not in skips]
     if not todo:
         err_console.print(f"all {len(jobs)} videos are finished; nothing to do")
+        return
+    if on_ray:
+        _run_videos_on_ray(jobs, todo, resume, base, draw_cfg, options, model, config, engine)
         return
     if not isinstance(estimator, PoseEstimator):
         estimator = estimator()
@@ -550,6 +562,55 @@ def run_videos(
         f"{len(outcomes) - len(failed)} video(s) done, {len(failed)} failed"
         + (f", {skipped} skipped (finished)" if skipped else "")
         + f"; {total.items} frame(s) in {total.wall:.1f} s ({fps:.2f} fps) on {estimator.config.device}"
+    )
+    report_failures([(o.job.source, o.reason()) for o in failed])
+    if failed:
+        sys.exit(1)
+
+
+def _run_videos_on_ray(jobs, todo, resume, base, draw_cfg, options, model, config, engine) -> None:
+    """`--engine ray`: one Ray task per video on `--workers` actors that each load the model
+    once; every task runs `process_video` (a long video stays one task, its frames in order on
+    one worker) and writes that video's outputs itself; the outcomes are reported here as the
+    videos finish, as `run_videos` reports them (a failed video is named at the end, exit 1)."""
+    import time
+
+    from ..engines.ray import RayRunner
+
+    runner = RayRunner(model, config, engine)
+    if model is not None and base is None:
+        base = base_provenance(model, config)
+    tasks = [
+        (jobs[i], None if base is None else job_provenance(base, jobs[i], options, draw_cfg, config.batch_size), i in resume)
+        for i in todo
+    ]
+    outcomes: dict[int, VideoOutcome] = {}
+    total = StageTimes()
+    with runner, progress("frame", enabled=options.progress) as bar:
+        overall = bar.add_task("videos", total=len(tasks), unit="video")
+        start = time.perf_counter()
+        for seq, outcome in runner.run_videos(tasks, draw_cfg, options):
+            job = tasks[seq][0]
+            if not isinstance(outcome, VideoOutcome):  # the error that stopped this video's run
+                try:
+                    raise type(outcome)(f"{outcome} (at {job.source}; {len(outcomes)} of {len(tasks)} video(s) finished)")
+                except TypeError:
+                    raise outcome from None
+            outcomes[seq] = outcome
+            if options.skip_existing and outcome.error is None:
+                remove_leftovers(job)
+            _summarise_one(outcome, total)
+            bar.advance(overall, 1)
+        total.wall = time.perf_counter() - start  # the videos ran side by side: elapsed, not summed
+    failed = [outcomes[seq] for seq in sorted(outcomes) if outcomes[seq].failed]
+    if total.items:
+        err_console.print(stage_table(total, "frame"))
+    skipped = len(jobs) - len(todo)
+    fps = total.items / total.wall if total.wall > 0 else 0.0
+    err_console.print(
+        f"{len(outcomes) - len(failed)} video(s) done, {len(failed)} failed"
+        + (f", {skipped} skipped (finished)" if skipped else "")
+        + f"; {total.items} frame(s) in {total.wall:.1f} s ({fps:.2f} fps) on {runner.description}"
     )
     report_failures([(o.job.source, o.reason()) for o in failed])
     if failed:

@@ -138,6 +138,51 @@ class RayRunner:
         return run_ray(items, self, sink, on_progress=on_progress, keep_images=keep_images)
 
 
+    def run_videos(self, tasks: list[tuple[Any, dict | None, bool]], draw_cfg, options) -> Iterator[tuple[int, Any]]:
+        """Several videos, one Ray task each, on `--workers` actors that hold the model: each
+        task runs `commands.video.process_video` (the single engine's per-video pipeline, the
+        worker writing the video's outputs atomically itself). `tasks`: (VideoJob, provenance,
+        resume) each. Yields (position in `tasks`, VideoOutcome or the AeposeError that stopped
+        that video's run) as each finishes. Needs the runner entered (`with runner:`)."""
+        if self._session is None:
+            raise RuntimeError("enter the RayRunner (with runner: ...) before run_videos")
+        from dataclasses import replace
+
+        model_ref = ray.put(self._checkpoint)
+        rows = [{"seq": seq, "task": cloudpickle.dumps((os.getcwd(), *task))} for seq, task in enumerate(tasks)]
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            VideoWorker, batch_size=1, concurrency=min(self.engine.workers, len(rows)),
+            fn_constructor_kwargs={
+                **self._network_kwargs(model_ref, _threads_per_worker(self)),
+                "draw_cfg": draw_cfg, "options": replace(options, progress=False),
+            },
+            **self._network_resources(),
+        )
+        try:
+            for row in dataset.iter_rows():
+                yield int(row["seq"]), pickle.loads(row["outcome"])
+        except ray.exceptions.RayError as exc:
+            raise _as_aepose_error(exc) from None
+        finally:
+            del model_ref
+
+    def _network_kwargs(self, model_ref, threads: int) -> dict:
+        return {
+            "model_ref": [model_ref],  # in a list: the actor fetches it, Ray does not inline it
+            "checkpoint_name": self.checkpoint_name,
+            "keypoints": self.keypoints,
+            "config": self.config,
+            "threads": threads,
+            "checkpoint_sha256": self.checkpoint_sha256,
+        }
+
+    def _network_resources(self) -> dict:
+        # A GPU worker takes one CPU slot besides its GPU; a CPU worker's cores are its
+        # --threads, and it takes no slot, so decoding and grouping always find one.
+        gpus = self.engine.gpus_per_worker
+        return {"num_cpus": 1 if gpus > 0 else 0, "num_gpus": gpus if gpus > 0 else None, "max_restarts": -1, "max_task_retries": -1}
+
+
 # ---------------------------------------------------------------------------------------------
 # The driver
 
@@ -228,24 +273,12 @@ def _dataset(batches: list[list[WorkItem]], runner: RayRunner, model_ref, thread
     # One block per row: each batch streams through the stages on its own, as soon as it can.
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     dataset = dataset.map_batches(
-        _prepare_rows, batch_size=1, fn_kwargs={"config": runner.config, "keep_images": keep_images},
+        _prepare_rows, batch_size=1, fn_kwargs={"config": runner.config, "keep_images": keep_images, "cwd": os.getcwd()},
         num_cpus=1, max_retries=TASK_RETRIES,
     )
-    gpus = engine.gpus_per_worker
     dataset = dataset.map_batches(
         NetworkWorker, batch_size=1, concurrency=engine.workers,
-        fn_constructor_kwargs={
-            "model_ref": [model_ref],  # in a list: the actor fetches it, Ray does not inline it
-            "checkpoint_name": runner.checkpoint_name,
-            "keypoints": runner.keypoints,
-            "config": runner.config,
-            "threads": threads,
-            "checkpoint_sha256": runner.checkpoint_sha256,
-        },
-        # A GPU worker takes one CPU slot besides its GPU; a CPU worker's cores are its
-        # --threads, and it takes no slot, so decoding and grouping always find one.
-        num_cpus=1 if gpus > 0 else 0, num_gpus=gpus if gpus > 0 else None,
-        max_restarts=-1, max_task_retries=-1,
+        fn_constructor_kwargs=runner._network_kwargs(model_ref, threads), **runner._network_resources(),
     )
     dataset = dataset.map_batches(
         _group_rows, batch_size=1, fn_kwargs={"keypoints": runner.keypoints, "config": runner.config},
@@ -415,10 +448,21 @@ def _check_resources(engine: EngineConfig) -> None:
 # The stages (run in Ray's worker processes)
 
 
-def _prepare_rows(batch: dict[str, np.ndarray], *, config: InferenceConfig, keep_images: bool) -> dict[str, np.ndarray]:
+def _at_driver_cwd(cwd: str) -> None:
+    """Work in the command's folder, so that relative paths mean what they mean to the user
+    (a worker process of this run only ever works for it). A machine without that folder
+    keeps its own: its relative paths fail as missing files, which they are there."""
+    if os.getcwd() != cwd:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+
+
+def _prepare_rows(batch: dict[str, np.ndarray], *, config: InferenceConfig, keep_images: bool, cwd: str) -> dict[str, np.ndarray]:
     """Decode and preprocess every item of each row; failures stay in place, named as the
     single engine's reader names them."""
     from ..engine import prepare_image
+
+    _at_driver_cwd(cwd)
 
     payloads = []
     for blob in batch["items"]:
@@ -445,18 +489,25 @@ def _prepare_rows(batch: dict[str, np.ndarray], *, config: InferenceConfig, keep
     return {"seq": batch["seq"], "payload": _objects(payloads)}
 
 
+def _network(model_ref, checkpoint_name: str, threads: int):
+    """The worker's torch threads set, and the network built from the driver's checkpoint bytes."""
+    import torch
+
+    from ..model import build_from_checkpoint
+
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
+    net, _ = build_from_checkpoint(checkpoint_name, ray.get(model_ref[0]))
+    return net
+
+
 class NetworkWorker:
     """The network actor: the model built once from the driver's checkpoint bytes, then one
     network batch per call (the raw outputs at heatmap resolution go on to grouping)."""
 
     def __init__(self, *, model_ref, checkpoint_name: str, keypoints, config: InferenceConfig, threads: int, checkpoint_sha256: str | None) -> None:
-        import torch
-
         from ..engine import InferenceEngine
-        from ..model import build_from_checkpoint
 
-        torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
-        net, _ = build_from_checkpoint(checkpoint_name, ray.get(model_ref[0]))
+        net = _network(model_ref, checkpoint_name, threads)
         self.engine = InferenceEngine(net, keypoints, config, checkpoint_sha256=checkpoint_sha256)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -475,6 +526,37 @@ class NetworkWorker:
                     record["timings"]["network"] = share
             payloads.append(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
         return {"seq": batch["seq"], "payload": _objects(payloads)}
+
+
+class VideoWorker:
+    """A video actor: an estimator built once, then one whole video per call through the single
+    engine's per-video pipeline (`commands.video.process_video`: decoding, network, grouping,
+    tracking, drawing, encoding, JSON, all written by this worker, atomically)."""
+
+    def __init__(
+        self, *, model_ref, checkpoint_name: str, keypoints, config: InferenceConfig, threads: int,
+        checkpoint_sha256: str | None, draw_cfg, options,
+    ) -> None:
+        from ..estimator import PoseEstimator
+
+        net = _network(model_ref, checkpoint_name, threads)
+        self.estimator = PoseEstimator.from_network(net, keypoints, config, checkpoint_sha256=checkpoint_sha256)
+        self.draw_cfg = draw_cfg
+        self.options = options
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..commands.video import process_video
+
+        outcomes = []
+        for blob in batch["task"]:
+            cwd, job, produced_by, resume = cloudpickle.loads(blob)
+            _at_driver_cwd(cwd)
+            try:
+                outcome = process_video(job, self.estimator, self.draw_cfg, self.options, produced_by=produced_by, resume=resume)
+            except AeposeError as exc:  # reported by the driver, as the single engine reports it
+                outcome = exc
+            outcomes.append(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"seq": batch["seq"], "outcome": _objects(outcomes)}
 
 
 def _group_rows(batch: dict[str, np.ndarray], *, keypoints, config: InferenceConfig) -> dict[str, np.ndarray]:
