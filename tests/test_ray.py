@@ -6,6 +6,9 @@ inputs are real photos of ../shared/data and the tiny checkpoint; a folder holds
 file, so batches with a failed item go through both engines. What is compared is the bytes of
 the COCO JSON (image ids, annotation ids, order, every float), which is what a user keeps.
 
+Videos: a folder of videos (one broken) on Ray, one task per video, gives the single engine's
+JSON and MP4 files byte for byte.
+
 Faults: a network actor SIGKILLed part-way (found by its Ray process name in /proc) must be
 restarted and its batches retried, giving the same JSON; a driver SIGKILLed part-way leaves
 its journal, which `--skip-existing` finishes (with the single engine: the journal is the
