@@ -25,6 +25,10 @@ unlimited); a CPU task is retried `TASK_RETRIES` times. The driver is the one pr
 must live: if it dies, the JSON journal written so far stays and `--skip-existing` (with either
 engine) finishes the run.
 
+Videos (`aepose video --engine ray`) are coarser: one Ray task per video, on actors that hold
+the model, each running the single engine's whole per-video pipeline and writing that video's
+outputs itself (`RayRunner.run_videos`).
+
 Importing this module imports Ray; nothing else in aepose does (`--engine ray` only).
 """
 from __future__ import annotations
@@ -136,7 +140,6 @@ class RayRunner:
             times.wall += self.started_in
             return times
         return run_ray(items, self, sink, on_progress=on_progress, keep_images=keep_images)
-
 
     def run_videos(self, tasks: list[tuple[Any, dict | None, bool]], draw_cfg, options) -> Iterator[tuple[int, Any]]:
         """Several videos, one Ray task each, on `--workers` actors that hold the model: each
