@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="Ray worker counts to run (comma-separated)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--no-draw", action="store_true", help="JSON only (no annotated images)")
+    parser.add_argument("--no-single", action="store_true", help="Ray runs only (compare with a single run made apart)")
     parser.add_argument("--child", dest="engine", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -137,7 +138,7 @@ def main() -> None:
         root = Path(tmp)
         folder = _folder(root, args.images)
         checkpoint = _checkpoint(root)
-        runs = [("single", 0)] + [("ray", int(w)) for w in args.workers.split(",") if w.strip()]
+        runs = ([] if args.no_single else [("single", 0)]) + [("ray", int(w)) for w in args.workers.split(",") if w.strip()]
         print(f"{args.images} images of {PHOTOS} (first by name), w32 random weights, scale 1 + flip, "
               f"batch size {args.batch_size}, {'JSON only' if args.no_draw else 'annotated images + JSON'}, "
               f"{os.cpu_count()} CPU(s), OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}", flush=True)
