@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import PRECISIONS, DrawConfig, InferenceConfig
+from .config import ENGINES, PRECISIONS, DrawConfig, EngineConfig, InferenceConfig
 from .errors import AeposeError, ConfigError, Interrupted
 from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
@@ -125,6 +125,47 @@ def backend_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def engine_options(func):
+    """`--engine` and what it takes: who runs the stages (this process, or Ray workers)."""
+    options = [
+        click.option("--engine", type=click.Choice(list(ENGINES)), default="single", show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
+        click.option("--workers", type=click.IntRange(min=1), default=None, help="--engine ray: network workers (actors), each loading the model once [default: 1]."),
+        click.option("--gpus-per-worker", type=FiniteFloat(0.0), default=None, help="--engine ray: GPUs per network worker (1: one worker per card; 0: CPU) [default: 0]."),
+        click.option("--ray-address", default=None, metavar="ADDR", help="--engine ray: join this Ray cluster (auto, ray://HOST:10001, HOST:6379) instead of starting a local Ray."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _engine_config(opts: dict) -> EngineConfig:
+    """The engine options, removed from `opts`; those of Ray are refused without --engine ray
+    (a flag that would change nothing is an error, not a silent no-op)."""
+    engine = opts.pop("engine")
+    ray_only = {"--workers": opts.pop("workers"), "--gpus-per-worker": opts.pop("gpus_per_worker"), "--ray-address": opts.pop("ray_address")}
+    if engine != "ray":
+        given = [name for name, value in ray_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to --engine ray")
+        return EngineConfig()
+    config = EngineConfig(
+        engine="ray", workers=ray_only["--workers"] or 1, gpus_per_worker=ray_only["--gpus-per-worker"] or 0.0,
+        ray_address=ray_only["--ray-address"],
+    )
+    # The workers' device follows --gpus-per-worker (Ray gives each worker its own cards);
+    # --device may only say the same.
+    device = opts["device"]
+    wanted = "cuda" if config.gpus_per_worker > 0 else "cpu"
+    if device == "auto":
+        opts["device"] = wanted
+    elif device != wanted:
+        raise ConfigError(
+            f"--device {device} with --engine ray: the workers run on "
+            + ("their GPUs (--gpus-per-worker > 0); leave --device auto" if wanted == "cuda" else "CPUs without --gpus-per-worker; give --gpus-per-worker 1 for one GPU each")
+        )
+    return config
 
 
 def json_options(func):
@@ -249,15 +290,18 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
 @json_options
 @model_options
 @draw_options
+@engine_options
 def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, **opts) -> None:
-    """Estimate poses for every image of a folder (streamed, resumable, shardable)."""
+    """Estimate poses for every image of a folder (streamed, resumable, shardable; on Ray
+    workers with --engine ray)."""
     from .commands.images import run_folder
 
+    engine = _engine_config(opts)
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in (x.strip().lower() for x in ext.split(",")) if e)
     run_folder(
         folder, recursive=recursive, extensions=extensions, shard=shard, skip_existing=skip_existing,
         out=False if no_images else out, json_out=False if no_json else json_out, json_style=json_style,
-        model=_model_choice(opts), config=_inference_config(opts), draw_cfg=_draw_config(opts),
+        model=_model_choice(opts), config=_inference_config(opts), draw_cfg=_draw_config(opts), engine=engine,
     )
 
 
@@ -273,17 +317,19 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
 @click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Resume an interrupted inference run.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write an error-diagnosis report (index.html, plots, analysis.json) into this folder; needs aepose-cli[report].")
 @model_options
+@engine_options
 def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, report_dir, **opts) -> None:
     """COCO keypoint AP/AR exactly as the reference evaluator computes it."""
     from .commands.evaluate import run_evaluate
 
+    engine = _engine_config(opts)
     model = _model_choice(opts)
     # Inference for evaluation runs without pose NMS unless asked (the reference's test path).
     config = _inference_config(opts, nms_default=None) if pred_path is None else None
     run_evaluate(
         ann_path, images_dir=images_dir, pred_path=pred_path, results_out=results_out,
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
-        skip_existing=skip_existing, model=model, config=config, report_dir=report_dir,
+        skip_existing=skip_existing, model=model, config=config, report_dir=report_dir, engine=engine,
     )
 
 
@@ -311,12 +357,14 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 
 # -- video -----------------------------------------------------------------------------------
 @cli.command()
-@click.argument("source")
-@click.option("--out", "out", default=None, help="Annotated video (.mp4) file, or a folder for it and the JSON (default: SOURCE.pose.mp4 next to the input).")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--recursive", "-r", is_flag=True, help="With a folder: include videos in sub-folders; with a pattern: '**' matches sub-folders.")
+@click.option("--skip-existing", "--resume", "skip_existing", is_flag=True, help="Skip videos whose outputs a run with the same settings finished; restart half-done ones (resume a JSON-only one from its journal).")
+@click.option("--out", "out", default=None, help="Annotated video (.mp4) file, or a folder for the videos and the JSON (default: SOURCE.pose.mp4 next to each input).")
 @click.option("--no-video", is_flag=True, help="Write JSON only, no annotated video.")
-@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to the input, or in the --out folder).")
+@click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to each input, or in the --out folder).")
 @click.option("--no-json", is_flag=True, help="Do not write COCO JSON.")
-@click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file ('-' for stdout).")
+@click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file, or a folder (one SOURCE.pose.jsonl per video), or '-' for stdout.")
 @click.option("--start", type=FiniteFloat(0.0), default=None, help="Start time in seconds.")
 @click.option("--end", type=FiniteFloat(0.0, low_open=True), default=None, help="End time in seconds (after --start).")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
@@ -324,23 +372,31 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--smooth", is_flag=True, help="One-Euro filter on tracked keypoints (implies --track).")
 @model_options
 @draw_options
-def video(source, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
-    """Estimate poses in a video file, stream URL or webcam index; write H.264 MP4 and JSON.
+@engine_options
+def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
+    """Estimate poses in videos (files, folders of videos, quoted patterns such as 'clips/*.mp4'),
+    a stream URL or a webcam index; write H.264 MP4 and JSON per video.
 
-    An interrupted or failed run keeps the frames written so far as NAME.partial.mp4 (audio up
-    to the last of them), never under the final name, and exits non-zero (130 on Ctrl-C)."""
+    The model loads once for all videos; a video that cannot be read is named at the end and
+    does not stop the others (exit 1). An interrupted or failed run keeps the frames written so
+    far as NAME.partial.mp4 (audio up to the last of them), never under the final name, and
+    exits non-zero (130 on Ctrl-C)."""
     from .commands.common import build_estimator
-    from .commands.video import VideoOptions, run_video
+    from .commands.video import VideoOptions, run_videos
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
+    engine = _engine_config(opts)
     config = _inference_config(opts)
     options = VideoOptions(
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
-        start=start, end=end, stride=stride, track=track or smooth, smooth=smooth,
+        start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,
     )
     model = _model_choice(opts)
-    run_video(source, lambda: build_estimator(model, config), _draw_config(opts), options, model=model)
+    run_videos(
+        list(sources), lambda: build_estimator(model, config), _draw_config(opts), options, model, config=config,
+        recursive=recursive, engine=engine,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,3 +87,26 @@ class DrawConfig:
     radius: int = 4
     thickness: int = 1
     draw_track_ids: bool = True
+
+
+ENGINES = ("single", "ray")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Who runs the stages: this process (`single`: threads around one network), or a Ray
+    cluster (`ray`: `workers` network actors with `gpus_per_worker` GPUs each, on the cluster at
+    `ray_address`, or on a local Ray started and stopped by the command when it is None)."""
+
+    engine: str = "single"
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if not math.isfinite(self.gpus_per_worker) or self.gpus_per_worker < 0:
+            raise ConfigError("--gpus-per-worker must be a finite number >= 0")

@@ -39,9 +39,10 @@ class _RateColumn(ProgressColumn):
         # batch) showed "150.94 img/s" on a run doing 0.5 img/s.
         elapsed = task.finished_time if task.finished else task.elapsed
         speed = task.completed / elapsed if elapsed and task.completed else None
+        unit = (getattr(task, "fields", None) or {}).get("unit", self.unit)  # a task may count other things (videos)
         if not speed:
-            return Text(f"-- {self.unit}/s", style="progress.data.speed")
-        text = f"{speed:.2f} {self.unit}/s" if speed >= 0.1 else f"{1 / speed:.1f} s/{self.unit}"
+            return Text(f"-- {unit}/s", style="progress.data.speed")
+        text = f"{speed:.2f} {unit}/s" if speed >= 0.1 else f"{1 / speed:.1f} s/{unit}"
         return Text(text, style="progress.data.speed")
 
 

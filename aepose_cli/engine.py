@@ -94,11 +94,7 @@ class InferenceEngine:
     # -- whole images --------------------------------------------------------------------
     def prepare(self, image_bgr: np.ndarray) -> tuple[ImageGeometry, list[torch.Tensor]]:
         """Geometry and normalised inputs `[3, H, W]` for every scale (descending)."""
-        h, w = image_bgr.shape[:2]
-        geometry = image_geometry(w, h, self.config.scales, self.config.input_size, self.config.size_divisor)
-        check_canvas(geometry)
-        rgb = bgr_to_rgb(image_bgr)
-        return geometry, [to_normalised_tensor(warp_image(rgb, si)) for si in geometry.inputs]
+        return prepare_image(image_bgr, self.config)
 
     @torch.inference_mode()
     def infer(self, images_bgr: list[np.ndarray], keep_raw: bool = False) -> list[AggregatedMaps] | tuple[list[AggregatedMaps], list[RawOutputs]]:
@@ -110,6 +106,23 @@ class InferenceEngine:
     def infer_prepared(self, prepared: list[tuple[ImageGeometry, list[torch.Tensor]]], keep_raw: bool = False):
         results: list[AggregatedMaps | None] = [None] * len(prepared)
         raws: list[RawOutputs | None] = [None] * len(prepared)
+        for i, (outs, outs_flip) in enumerate(self.forward_prepared(prepared)):
+            results[i], raws[i] = aggregate_outputs(prepared[i][0], outs, outs_flip, self.flip_index)
+        return (results, raws) if keep_raw else results
+
+    @torch.inference_mode()
+    def forward_prepared(
+        self, prepared: list[tuple[ImageGeometry, list[torch.Tensor]]]
+    ) -> list[tuple[list[torch.Tensor], list[torch.Tensor] | None]]:
+        """The network's raw outputs of every image: `(outs, outs_flip)`, each a list over the
+        scales (descending) of `[2K, h, w]` at heatmap resolution (`outs_flip` None without
+        flip test), ready for `aggregate_outputs`.
+
+        Images of equal input sizes share passes, in chunks of `batch_size` in list order, so
+        the same list always gives the same batches (a batched convolution rounds differently
+        from another composition). The tensors are views of their batch's output.
+        """
+        outputs: list = [None] * len(prepared)
         groups: dict[tuple, list[int]] = {}
         for i, (geometry, _) in enumerate(prepared):
             groups.setdefault(tuple(si.size_wh for si in geometry.inputs), []).append(i)
@@ -129,10 +142,18 @@ class InferenceEngine:
             for pos, i in enumerate(members):
                 outs = [o[pos] for o in per_scale_outputs]
                 outs_flip = [o[n + pos] for o in per_scale_outputs] if self.config.flip else None
-                maps, raw = aggregate_outputs(prepared[i][0], outs, outs_flip, self.flip_index)
-                results[i] = maps
-                raws[i] = raw
-        return (results, raws) if keep_raw else results
+                outputs[i] = (outs, outs_flip)
+        return outputs
+
+
+def prepare_image(image_bgr: np.ndarray, config: InferenceConfig) -> tuple[ImageGeometry, list[torch.Tensor]]:
+    """Geometry and normalised inputs `[3, H, W]` for every scale (descending); needs no model,
+    so a worker without one can do it."""
+    h, w = image_bgr.shape[:2]
+    geometry = image_geometry(w, h, config.scales, config.input_size, config.size_divisor)
+    check_canvas(geometry)
+    rgb = bgr_to_rgb(image_bgr)
+    return geometry, [to_normalised_tensor(warp_image(rgb, si)) for si in geometry.inputs]
 
 
 def check_canvas(geometry: ImageGeometry) -> None:

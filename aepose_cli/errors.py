@@ -65,6 +65,13 @@ class MissingDependencyError(AeposeError):
     exit_code = 2
 
 
+class EngineError(AeposeError):
+    """`--engine ray` cannot run: Ray does not start, the cluster cannot be reached or lacks the
+    GPUs asked for, or it failed mid-run (the results done so far are kept for --skip-existing)."""
+
+    exit_code = 7
+
+
 class BackendError(AeposeError):
     """A network backend cannot be used: its package is missing, or the model cannot be exported to it."""
 

@@ -45,6 +45,12 @@ def load_model(
 def _load_model_and_path(model, checkpoint, keypoints, *, progress: bool):
     path, zoo_entry = resolve_checkpoint(model, checkpoint, progress=progress)
     net, _ = build_from_checkpoint(path)
+    return net, keypoints_of(net, zoo_entry, keypoints, path), zoo_entry, path
+
+
+def keypoints_of(net: AENet, zoo_entry: ZooModel | None, keypoints: str | KeypointSet | None, path: Path) -> KeypointSet:
+    """The keypoint set of a loaded network: `keypoints` if given (K must agree), else the zoo
+    entry's, else the one with the network's K."""
     if keypoints is None:
         kps = zoo_entry.keypoints if zoo_entry is not None else keypoint_set_for(net.num_joints)
     else:
@@ -54,7 +60,7 @@ def _load_model_and_path(model, checkpoint, keypoints, *, progress: bool):
             f"{path}: checkpoint predicts {net.num_joints} keypoints but the keypoint set "
             f"'{kps.name}' has {kps.num_joints}"
         )
-    return net, kps, zoo_entry, path
+    return kps
 
 
 class PoseEstimator:
@@ -97,6 +103,20 @@ class PoseEstimator:
             sha256 = checkpoint_sha256(path)  # names the cached ONNX graph of these weights
         self.engine = InferenceEngine(net, self.keypoints, config, checkpoint_sha256=sha256)
 
+    @classmethod
+    def from_network(
+        cls, net: AENet, keypoints: KeypointSet, config: InferenceConfig, *,
+        zoo_model: ZooModel | None = None, checkpoint_sha256: str | None = None,
+    ) -> PoseEstimator:
+        """An estimator around a network already built (a worker that got the checkpoint's
+        bytes from elsewhere); `keypoints` must be the network's (see `keypoints_of`)."""
+        estimator = cls.__new__(cls)
+        estimator.config = config
+        estimator.keypoints = keypoints
+        estimator.zoo_model = zoo_model
+        estimator.engine = InferenceEngine(net, keypoints, config, checkpoint_sha256=checkpoint_sha256)
+        return estimator
+
     # -- stages ----------------------------------------------------------------------------
     def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:
         """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""
@@ -104,17 +124,7 @@ class PoseEstimator:
 
     def poses_from_maps(self, maps: AggregatedMaps) -> list[Pose]:
         """Group aggregated maps into people (original-image pixels), then pose NMS if on."""
-        poses = poses_from(group(maps, self.keypoints, self.config), maps.geometry)
-        return self._pose_nms(poses)
-
-    def _pose_nms(self, poses: list[Pose]) -> list[Pose]:
-        if self.config.pose_nms is None or len(poses) < 2:
-            return poses
-        keypoints = np.stack([p.keypoints for p in poses])
-        scores = np.array([p.score for p in poses], dtype=np.float32)
-        areas = np.array([p.area for p in poses], dtype=np.float32)
-        keep = oks_nms(keypoints, scores, areas, self.keypoints.sigmas, self.config.pose_nms)
-        return [poses[i] for i in keep]
+        return poses_from_maps(maps, self.keypoints, self.config)
 
     # -- whole images ----------------------------------------------------------------------
     def predict(self, image: np.ndarray | str | Path) -> list[Pose]:
@@ -143,12 +153,33 @@ class PoseEstimator:
         self, maps: AggregatedMaps, index: int, *, source: str = "", timestamp: float | None = None
     ) -> FrameResult:
         """One frame's result from its aggregated maps, with the grouping time."""
-        t0 = time.perf_counter()
-        poses = self.poses_from_maps(maps)
-        return FrameResult(
-            index, maps.geometry.image_wh, poses, source=source, timestamp=timestamp,
-            timings={"grouping": time.perf_counter() - t0},
-        )
+        return result_from_maps(maps, self.keypoints, self.config, index, source=source, timestamp=timestamp)
+
+
+# -- the grouping stage alone (no network): what a worker without the model runs --------------
+def poses_from_maps(maps: AggregatedMaps, keypoints: KeypointSet, config: InferenceConfig) -> list[Pose]:
+    """Group aggregated maps into people (original-image pixels), then pose NMS if on."""
+    poses = poses_from(group(maps, keypoints, config), maps.geometry)
+    if config.pose_nms is None or len(poses) < 2:
+        return poses
+    stacked = np.stack([p.keypoints for p in poses])
+    scores = np.array([p.score for p in poses], dtype=np.float32)
+    areas = np.array([p.area for p in poses], dtype=np.float32)
+    keep = oks_nms(stacked, scores, areas, keypoints.sigmas, config.pose_nms)
+    return [poses[i] for i in keep]
+
+
+def result_from_maps(
+    maps: AggregatedMaps, keypoints: KeypointSet, config: InferenceConfig, index: int, *,
+    source: str = "", timestamp: float | None = None,
+) -> FrameResult:
+    """One frame's result from its aggregated maps, with the grouping time."""
+    t0 = time.perf_counter()
+    poses = poses_from_maps(maps, keypoints, config)
+    return FrameResult(
+        index, maps.geometry.image_wh, poses, source=source, timestamp=timestamp,
+        timings={"grouping": time.perf_counter() - t0},
+    )
 
 
 def _as_bgr(image: np.ndarray | str | Path, max_pixels: int | None) -> np.ndarray:

@@ -60,6 +60,9 @@ class StageTimes:
     items: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     wall: float = 0.0
+    # Seconds of the run spent outside any item (the Ray engine: starting or joining the
+    # cluster, shipping the model, waiting for the first result), by name; part of `wall`.
+    overhead: dict[str, float] = field(default_factory=dict)
 
     def add(self, stage: str, seconds: float) -> None:
         self.totals[stage] = self.totals.get(stage, 0.0) + seconds

@@ -5,7 +5,9 @@ processed (29.97 fps stays 30000/1001), the JSON has one image per frame with it
 and timestamp, audio survives, the poses of frame n are those of `aepose image` on frame n, and
 a broken input either fails in one line or keeps every frame decoded before the break.
 Clips with audio, without video, without frames, or broken midway are made at run time from
-real clips with PyAV.
+real clips with PyAV. Many videos per command (folders, patterns, broken members, collisions,
+--skip-existing, the exact JSON-only resume) run in-process with one tiny-model estimator,
+except one subprocess run over a folder with broken videos.
 """
 from __future__ import annotations
 
@@ -20,11 +22,16 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from aepose_cli.commands.common import ModelChoice
+from aepose_cli.commands.video import VideoOptions, expand_sources, run_video, run_videos
+from aepose_cli.config import DrawConfig, InferenceConfig
+from aepose_cli.errors import ConfigError, InputError, Interrupted
 from aepose_cli.io.decode import VideoSource
 
 from cli_helpers import (
     DATA,
     FAST,
+    TINY_CHECKPOINT,
     assert_ok,
     assert_one_line_error,
     assert_same_poses,
@@ -303,3 +310,178 @@ def test_video_that_breaks_midway_keeps_the_frames_before_the_break(tmp_path):
     assert len(video_frames(tmp_path / "street.pose.mp4")) == len(decodable)
     images = load_json(tmp_path / "street.pose.json")["images"]
     assert [im["frame_index"] for im in images] == decodable
+
+
+# ---------------------------------------------------------------------------------------------
+# many videos per command (issue 10, point 1): in-process with one estimator where the
+# subprocess is not the point; the model must never load when the plan is refused.
+
+TINY = ModelChoice(checkpoint=TINY_CHECKPOINT)
+# Batches of two: a resume must continue on a batch boundary to equal an uninterrupted run.
+TINY_CONFIG = InferenceConfig(device="cpu", flip=False, scales=(0.25,), batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    from aepose_cli.estimator import PoseEstimator
+
+    return PoseEstimator(checkpoint=TINY_CHECKPOINT, config=TINY_CONFIG, progress=False)
+
+
+def never_load():
+    pytest.fail("the model must not load: the plan is refused first")
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporaries and journals a finished or failed run must not leave."""
+    return sorted(p.name for p in folder.rglob("*") if ".part-" in p.name or ".tmp-" in p.name or p.name.endswith(".partial.jsonl"))
+
+
+def test_sources_expand_folders_and_patterns_in_name_order(tmp_path):
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    names = ("b.mp4", "a.mov", "A2.MP4", "notes.txt", ".hidden.mp4", "sub/c.mkv",
+             "b.pose.mp4", "b.pose.partial.mp4", "b.pose.mp4.part-0123abcd.mp4")  # the last three: our outputs
+    for name in names:
+        (clips / name).write_bytes(b"x")
+    assert expand_sources([str(clips)]) == [str(clips / n) for n in ("A2.MP4", "a.mov", "b.mp4")]
+    assert expand_sources([str(clips)], recursive=True)[-1] == str(clips / "sub" / "c.mkv")
+    # A quoted pattern is expanded by the command, sorted, without this tool's own outputs.
+    assert expand_sources([str(clips / "*.m*")]) == [str(clips / "a.mov"), str(clips / "b.mp4")]
+    assert expand_sources([str(clips / "b.mp4"), str(clips / "*.mov")]) == [str(clips / "b.mp4"), str(clips / "a.mov")]
+    with pytest.raises(InputError, match=r"\*\.avi: no video file matches this pattern"):
+        expand_sources([str(clips / "*.avi")])
+    with pytest.raises(InputError, match="no video files"):
+        expand_sources([str(tmp_path / "empty")])
+    with pytest.raises(InputError, match="no such file"):
+        expand_sources([str(tmp_path / "gone.mp4")])
+    link = tmp_path / "link.mov"
+    link.symlink_to(clips / "a.mov")
+    with pytest.raises(ConfigError, match="given twice"):
+        expand_sources([str(clips), str(link)])
+    with pytest.raises(ConfigError, match="stream or webcam is read alone"):
+        expand_sources(["rtsp://127.0.0.1:9/x", str(clips / "a.mov")])
+
+
+def test_a_clash_or_a_file_output_for_several_videos_is_refused_before_the_model_loads(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        copy_clip(MMPOSE_DEMO, tmp_path / folder)
+    a, b = str(tmp_path / "a" / "demo.mp4"), str(tmp_path / "b" / "demo.mp4")
+    draw = DrawConfig()
+    with pytest.raises(ConfigError) as refused:
+        run_videos([a, b], never_load, draw, VideoOptions(out=str(tmp_path / "out") + "/"), TINY, config=TINY_CONFIG)
+    message = str(refused.value)
+    assert f"annotated video of {a}" in message and f"annotated video of {b}" in message and "both write" in message
+    for flag, options in (("--out", VideoOptions(out=str(tmp_path / "x.mp4"))),
+                          ("--json", VideoOptions(json_out=str(tmp_path / "x.json"))),
+                          ("--jsonl", VideoOptions(jsonl_out=str(tmp_path / "x.jsonl")))):
+        with pytest.raises(ConfigError, match=f"^{flag} .*: several videos need a folder \\(end it with '/'\\)"):
+            run_videos([a, b], never_load, draw, options, TINY, config=TINY_CONFIG)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["demo.mp4", "demo.mp4"]
+
+
+def test_several_videos_equal_one_at_a_time(tmp_path, estimator):
+    many, alone = tmp_path / "many", tmp_path / "alone"
+    many.mkdir()
+    alone.mkdir()
+    clips = [copy_clip(clip, many) for clip in (NTSC_CLIP, MMPOSE_DEMO, VTEST)]
+    end = 0.15  # 5, 1 and 2 frames: the network is the slow part on a shared CPU
+    run_videos([str(many)], estimator, DrawConfig(), VideoOptions(end=end, out=str(tmp_path / "out") + "/", progress=False), TINY)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{c.stem}.pose.{x}" for c in clips for x in ("json", "mp4"))
+    for clip in clips:
+        single = copy_clip(clip, alone)
+        run_video(str(single), estimator, DrawConfig(), VideoOptions(end=end, progress=False), TINY)
+        together = load_json(tmp_path / "out" / f"{clip.stem}.pose.json")
+        one = load_json(alone / f"{clip.stem}.pose.json")
+        assert together["images"] == one["images"], clip.name  # frame indices, timestamps, sizes
+        assert together["annotations"] == one["annotations"], clip.name  # the poses, float for float
+        assert together["images"] and together["annotations"], clip.name
+        assert together["info"]["aepose"]["inputs"] == [str(clip)]
+        frames = video_frames(clip, end_s=end)
+        assert video_frames(tmp_path / "out" / f"{clip.stem}.pose.mp4") == video_frames(alone / f"{clip.stem}.pose.mp4") == frames
+    assert leftovers(tmp_path) == []
+
+
+def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_path, estimator, capsys):
+    done, half = copy_clip(MMPOSE_DEMO, tmp_path), copy_clip(VTEST, tmp_path)  # 2 and 3 frames
+    pattern = [str(tmp_path / "*.mp4"), str(tmp_path / "*.avi")]
+    options = VideoOptions(end=END_S, progress=False, skip_existing=True)
+    run_videos(pattern, estimator, DrawConfig(), options, TINY)
+    finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")}
+    assert len(finished) == 2
+    # What a killed run leaves: a partial video, a journal, an encoder temporary; no final files.
+    video, json_out = tmp_path / f"{half.stem}.pose.mp4", tmp_path / f"{half.stem}.pose.json"
+    video.rename(tmp_path / f"{half.stem}.pose.partial.mp4")
+    json_out.rename(tmp_path / f"{half.stem}.pose.json.partial.jsonl")
+    (tmp_path / f"{half.stem}.pose.mp4.part-0123abcd.mp4").write_bytes(b"torn")
+    capsys.readouterr()
+    run_videos(pattern, estimator, DrawConfig(), options, TINY)
+    err = capsys.readouterr().err
+    assert f"skipped {done}: its outputs are finished" in " ".join(err.split())
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")} == finished  # not rewritten
+    assert video_frames(video) == video_frames(half, end_s=END_S)
+    assert [im["frame_index"] for im in load_json(json_out)["images"]] == [0, 1, 2]
+    assert leftovers(tmp_path) == [] and not (tmp_path / f"{half.stem}.pose.partial.mp4").exists()
+    # Everything finished: nothing to do, the model never loads.
+    run_videos(pattern, never_load, DrawConfig(), options, TINY, config=TINY_CONFIG)
+    assert "all 2 videos are finished" in capsys.readouterr().err
+    # Outputs of other settings are not taken for finished ones: refused, naming the difference.
+    with pytest.raises(ConfigError, match="made by another run .*stride"):
+        run_videos(pattern, never_load, DrawConfig(), VideoOptions(end=END_S, stride=2, skip_existing=True), TINY, config=TINY_CONFIG)
+
+
+def test_a_json_only_run_resumes_exactly_from_its_journal(tmp_path, estimator, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from aepose_cli.commands import video as video_command
+
+    clip = copy_clip(NTSC_CLIP, tmp_path)
+    options = VideoOptions(end=0.2, out=False, progress=False, skip_existing=True)  # 6 frames
+    reference, target = tmp_path / "reference.json", tmp_path / "resumed.json"
+    run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(reference)), TINY)
+    write = video_command._FrameSink.write
+    written: list[int] = []
+
+    def stop_after_three(self, item, image, result):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(item.index)
+        write(self, item, image, result)
+
+    monkeypatch.setattr(video_command._FrameSink, "write", stop_after_three)
+    with pytest.raises(Interrupted, match=r"the 3 frame\(s\) done are kept in resumed.json.partial.jsonl"):
+        run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY)
+    monkeypatch.undo()
+    assert not target.exists()
+    capsys.readouterr()
+    run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY)
+    # Three frames were done; batches hold two, so the resume continues after frame 1.
+    assert "resumed: 2 frame(s) were done by the stopped run" in capsys.readouterr().err
+    resumed, uninterrupted = load_json(target), load_json(reference)
+    # Resuming after frame 2 instead (other batches) changes annotations here: checked.
+    assert resumed["images"] == uninterrupted["images"]
+    assert resumed["annotations"] == uninterrupted["annotations"]
+    assert leftovers(tmp_path) == []
+
+
+def test_a_folder_of_videos_with_broken_ones_finishes_the_others(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    copy_clip(MMPOSE_DEMO, clips)
+    copy_clip(VTEST, clips)
+    (clips / "notes.mp4").write_text("not a video\n")
+    data = MMACTION_DEMO.read_bytes()
+    (clips / "cut.mov").write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: gone
+    proc = run_cli("video", "clips", "--end", "0.3", "--out", "out/", *FAST, cwd=tmp_path)
+    assert proc.returncode == 1, describe(proc)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "2 input(s) failed:" in lines[-3], describe(proc)
+    assert [line.split(":")[0].strip() for line in lines[-2:]] == ["clips/cut.mov", "clips/notes.mp4"], describe(proc)
+    for name in ("cut.mov", "notes.mp4"):
+        assert sum(name in line for line in lines) == 1, describe(proc)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.pose.json", "demo.pose.mp4", "vtest.pose.json", "vtest.pose.mp4"]
+    assert len(load_json(tmp_path / "out" / "vtest.pose.json")["images"]) == 3  # 10 fps
+    assert leftovers(tmp_path) == []

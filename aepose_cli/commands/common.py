@@ -5,10 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import InferenceConfig
+from ..config import EngineConfig, InferenceConfig
 
 if TYPE_CHECKING:
     from ..estimator import PoseEstimator
+    from ..keypoints import KeypointSet
+    from ..pipeline import StageTimes
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,46 @@ def build_estimator(model: ModelChoice, config: InferenceConfig) -> PoseEstimato
         # threads run the torch backend; ONNX Runtime and OpenVINO take config.threads themselves.
         torch.set_num_threads(config.threads)
     return PoseEstimator(model.name, model.checkpoint, keypoints=model.keypoints, config=config, progress=True)
+
+
+class SingleRunner:
+    """The single-process engine for a command (`pipeline.run_pipeline` around one estimator);
+    `engines.ray.RayRunner` has the same face."""
+
+    def __init__(self, estimator: PoseEstimator) -> None:
+        self.estimator = estimator
+        self.keypoints: KeypointSet = estimator.keypoints
+        self.description = estimator.config.device
+
+    def __enter__(self) -> SingleRunner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+    def run(self, items, sink, *, on_progress=None, keep_images: bool = True) -> StageTimes:
+        from ..pipeline import run_pipeline
+
+        return run_pipeline(items, self.estimator, sink, on_progress=on_progress)
+
+
+def build_runner(model: ModelChoice, config: InferenceConfig, engine: EngineConfig | None = None):
+    """What runs a command's items: this process, or Ray (`--engine ray`, imported only then).
+
+    Enter it (`with runner:`) before any output or progress bar: Ray starts or is joined then,
+    so that its failures come first, and it is stopped or left on exit."""
+    if engine is not None and engine.engine == "ray":
+        from ..engines.ray import RayRunner
+
+        return RayRunner(model, config, engine)
+    return SingleRunner(build_estimator(model, config))
+
+
+def require_engine(engine: EngineConfig | None) -> None:
+    """Fail before any work (before outputs are planned or a model loads) when the engine's
+    package is missing: `--engine ray` without Ray is one line naming the extra."""
+    if engine is not None and engine.engine == "ray":
+        import aepose_cli.engines.ray  # noqa: F401  (MissingDependencyError when Ray is absent)
 
 
 def draw_and_write(write, image, poses, keypoints, draw_cfg, timings: dict[str, float]) -> None:

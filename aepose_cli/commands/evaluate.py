@@ -6,22 +6,25 @@ import json
 import os
 from pathlib import Path
 
-from ..config import InferenceConfig
+from ..config import EngineConfig, InferenceConfig
 from ..console import err_console, out_console, progress, report_failures, stage_table
 from ..errors import AnnotationError, ConfigError, InputError
-from .common import ModelChoice, build_estimator
+from .common import ModelChoice, build_runner, require_engine
 
 
 def run_evaluate(
     ann_path: Path, *, images_dir: Path | None, pred_path: Path | None, results_out: str | None,
     metrics_json: Path | None, max_images: int | None, allow_missing: bool, skip_existing: bool,
-    model: ModelChoice, config: InferenceConfig, report_dir: Path | None = None,
+    model: ModelChoice, config: InferenceConfig, report_dir: Path | None = None, engine: EngineConfig | None = None,
 ) -> None:
     from ..evaluate import evaluate_keypoints_detailed, load_annotations, load_results, metrics_table
     from ..keypoints import keypoint_set, keypoint_set_for
 
     if (images_dir is None) == (pred_path is None):
         raise ConfigError("give exactly one of --images DIR (run inference) or --pred RESULTS.json")
+    if pred_path is not None and engine is not None and engine.engine != "single":
+        raise ConfigError("--engine ray runs inference: it goes with --images, not --pred")
+    require_engine(engine)
     if report_dir is not None:
         # Before any inference: a missing matplotlib or a report folder that holds an input
         # fails now, not after minutes of work.
@@ -52,7 +55,7 @@ def run_evaluate(
         timing = None
     else:
         results_path, kps, timing, evaluated = _evaluate_inference(
-            ann_path, ann_k, image_entries, images_dir, results_planned, model, config, allow_missing, skip_existing
+            ann_path, ann_k, image_entries, images_dir, results_planned, model, config, allow_missing, skip_existing, engine
         )
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
@@ -176,10 +179,10 @@ def _subset_annotations(ann: dict, image_ids: set) -> dict:
     return subset
 
 
-def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing):
+def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing, engine=None):
     from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
-    from ..pipeline import WorkItem, run_pipeline
+    from ..pipeline import WorkItem
 
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: image folder not found")
@@ -192,8 +195,8 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
         if not allow_missing:
             raise InputError(f"{images_dir}: {len(missing)} annotated image(s) missing: {names} (use --allow-missing to skip them)")
         err_console.print(f"[yellow]warning:[/] skipping {len(missing)} image(s) missing from {images_dir}: {names}")
-    estimator = build_estimator(model, config)
-    kps = estimator.keypoints
+    runner = build_runner(model, config, engine)
+    kps = runner.keypoints
     if kps.num_joints != ann_k:
         raise ConfigError(f"the model predicts {kps.num_joints} keypoints but {ann_path} has {ann_k}")
     from .common import provenance
@@ -201,6 +204,7 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     results_path = results_out
     produced_by = provenance(images_dir, [im["file_name"] for im, _ in present], model, config)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(runner)
         writer = stack.enter_context(
             CocoJsonWriter(results_path, "results", kps, 0.0, resume=skip_existing, provenance=produced_by)
         )
@@ -217,8 +221,8 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
 
         with progress("img", enabled=len(todo) > 1) as bar:
             task = bar.add_task("evaluate", total=len(todo))
-            times = run_pipeline(items, estimator, _ResultsSink(), on_progress=lambda n: bar.advance(task, n))
-    err_console.print(f"wrote {results_path} ({len(todo)} image(s) on {config.device})")
+            times = runner.run(items, _ResultsSink(), on_progress=lambda n: bar.advance(task, n), keep_images=False)
+    err_console.print(f"wrote {results_path} ({len(todo)} image(s) on {runner.description})")
     report_failures(times.failures)
     if times.failures and not allow_missing:
         raise InputError(f"{len(times.failures)} image(s) could not be processed; results are incomplete")

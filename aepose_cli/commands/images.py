@@ -7,11 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import DrawConfig, InferenceConfig
+from ..config import DrawConfig, EngineConfig, InferenceConfig
 from ..console import err_console, progress, report_failures
 from ..errors import ConfigError, InputError
 from ..io.sources import IMAGE_EXTENSIONS, OUTPUT_STEM_SUFFIX
-from .common import ModelChoice, build_estimator, draw_and_write
+from .common import ModelChoice, build_runner, draw_and_write, require_engine
 
 
 def annotated_suffix(path: Path) -> str:
@@ -87,15 +87,16 @@ def _relative_to(path: Path, folder: Path) -> str:
 def run_folder(
     folder: Path, *, recursive: bool, extensions: tuple[str, ...], shard: str | None, skip_existing: bool,
     out: str | bool | None, json_out: str | bool | None, json_style: str,
-    model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig,
+    model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig, engine: EngineConfig | None = None,
 ) -> None:
-    """Every image of a folder (streamed, resumable, shardable)."""
+    """Every image of a folder (streamed, resumable, shardable), in this process or on Ray."""
     from ..io.coco_json import is_complete
     from ..io.output_paths import resolve_output
     from ..io.output_plan import OutputPlan
     from ..io.sources import global_index, list_images, parse_shard
     from .common import provenance
 
+    require_engine(engine)
     shard_spec = parse_shard(shard) if shard else None
     if not extensions:
         raise ConfigError("--ext names no extension")
@@ -129,7 +130,7 @@ def run_folder(
         [(global_index(i, shard_spec), key, path) for i, (key, path) in enumerate(zip(keys, paths))],
         targets, json_path, json_style, model, config, draw_cfg,
         file_names={key: key for key in keys},
-        resume=skip_existing, resumable=True, provenance=produced_by, seed=seed,
+        resume=skip_existing, resumable=True, provenance=produced_by, seed=seed, engine=engine,
     )
 
 
@@ -162,7 +163,7 @@ def _finished_run(path: Path, produced_by: dict, keys: list[str]) -> dict | None
 
 def _run_images(
     entries, targets, json_path, json_style, model, config, draw_cfg, *, file_names, resume: bool,
-    resumable: bool, provenance: dict | None = None, seed: dict | None = None,
+    resumable: bool, provenance: dict | None = None, seed: dict | None = None, engine: EngineConfig | None = None,
 ) -> None:
     """Shared by `image` and `folder`: pipeline over image files into drawings and JSON.
 
@@ -173,15 +174,16 @@ def _run_images(
     from ..errors import OutputError
     from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
-    from ..pipeline import WorkItem, run_pipeline
+    from ..pipeline import WorkItem
 
-    estimator = build_estimator(model, config)
+    runner = build_runner(model, config, engine)
     writer = None
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(runner)
             if json_path is not None:
                 writer = stack.enter_context(
-                    CocoJsonWriter(json_path, json_style, estimator.keypoints, draw_cfg.kpt_thr, resume=resume and seed is None,
+                    CocoJsonWriter(json_path, json_style, runner.keypoints, draw_cfg.kpt_thr, resume=resume and seed is None,
                                    provenance=provenance, keep_journal=resumable)
                 )
                 if seed is not None:
@@ -196,10 +198,11 @@ def _run_images(
             if done:
                 err_console.print(f"resuming: {len(entries) - len(todo)} of {len(entries)} images already done")
             items = (WorkItem(index=idx, key=key, load=(lambda p=path: read_image(p, config.max_pixels))) for idx, key, path in todo)
-            sink = _ImageSink(estimator.keypoints, draw_cfg, targets, writer, file_names)
+            sink = _ImageSink(runner.keypoints, draw_cfg, targets, writer, file_names)
+            keep_images = any(targets.get(key) is not None for _, key, _ in todo)
             with progress("img", enabled=len(todo) > 1) as bar:
                 task = bar.add_task("images", total=len(todo))
-                times = run_pipeline(items, estimator, sink, on_progress=lambda n: bar.advance(task, n))
+                times = runner.run(items, sink, on_progress=lambda n: bar.advance(task, n), keep_images=keep_images)
             if len(entries) == 1 and times.failures:
                 # A single input that cannot be read is a plain error: no empty JSON, no report.
                 if writer is not None:
@@ -215,7 +218,7 @@ def _run_images(
     if writer is not None:
         err_console.print(f"wrote {json_path}")
     ok = times.items - len(times.failures)
-    err_console.print(f"{ok} image(s) done, {len(times.failures)} failed, {times.wall:.1f} s on {config.device}")
+    err_console.print(f"{ok} image(s) done, {len(times.failures)} failed, {times.wall:.1f} s on {runner.description}")
     report_failures(times.failures)
     if times.failures:
         sys.exit(1)

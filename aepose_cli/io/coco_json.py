@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,7 +18,7 @@ from ..errors import ConfigError, OutputError
 from ..keypoints import KeypointSet
 from ..types import FrameResult, Pose
 from .atomic import atomic_output
-from .jsonlines import JournalBusy, JournalCorrupt, LineLog, dumps, iter_records, open_resumable, track_fields
+from .jsonlines import JournalBusy, JournalCorrupt, LineLog, _open_locked, dumps, iter_records, open_resumable, track_fields
 
 JSON_STYLES: tuple[str, ...] = ("dataset", "results")
 PERSON_CATEGORY_ID = 1
@@ -474,6 +474,41 @@ def _rewrite_pid(log: LineLog, journal: Path) -> None:
     with open(journal, "r+b") as raw:
         raw.seek(at + len(marker))
         raw.write(str(os.getpid()).rjust(_PID_WIDTH).encode()[:_PID_WIDTH])
+
+
+def trim_journal(output: str | os.PathLike[str], keep: Callable[[int], int]) -> int:
+    """Cut OUTPUT's journal after its first `keep(n)` frame lines (n: the valid frame lines it
+    holds; a torn last line goes too), under its lock; returns how many it kept.
+
+    For an exact resume: the caller decides where the stopped run's work can be continued
+    without changing what an uninterrupted run would have computed. OutputError when another
+    run holds the journal, ConfigError when a line before the end is not JSON."""
+    path = journal_path(output)
+    try:
+        fd = _open_locked(path)
+    except JournalBusy:
+        raise OutputError(
+            f"{output}: another aepose run{_holder(path)} is writing it; wait for it to finish or choose another output"
+        ) from None
+    try:
+        lengths: list[int] = []
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    json.loads(line)
+                except ValueError:
+                    if handle.read(1):
+                        raise ConfigError(f"{path}: line {len(lengths) + 1} is not valid JSON; delete it or run without resuming") from None
+                    break
+                lengths.append(len(line))
+        frames = max(0, len(lengths) - 1)  # the first line is the header
+        kept = min(frames, max(0, keep(frames))) if lengths else 0
+        os.ftruncate(fd, sum(lengths[: 1 + kept]))
+        return kept
+    finally:
+        os.close(fd)
 
 
 def journal_path(output: str | os.PathLike[str]) -> Path:

@@ -11,6 +11,7 @@ the N shards of a split run all agree on which image is which.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 from collections.abc import Iterable
@@ -23,6 +24,10 @@ from ..config import DEFAULT_MAX_PIXELS
 from ..errors import ConfigError, InputError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# What `aepose video FOLDER` reads from a folder (case-insensitive). A file named on the command
+# line, or matched by a pattern, is read whatever its extension.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 # Stem suffix of the images this tool writes (`photo.pose.jpg`); a second run over the same
 # folder must not pick them up as inputs.
@@ -271,6 +276,35 @@ def list_images(
         index, count = _validate_shard(shard)
         relative = relative[index - 1 :: count]
     return [root.joinpath(*rel.split("/")) for rel in relative]
+
+
+def list_videos(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """The video files of `folder` (`VIDEO_EXTENSIONS`), sorted by relative POSIX path, with the
+    same rules as `list_images`: hidden files and this tool's outputs (`*.pose.mp4`) skipped,
+    links to folders not followed. InputError when the folder holds no video."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    relative = sorted(
+        rel for rel in _walk_relative(root, recursive) if _is_wanted_image(rel, VIDEO_EXTENSIONS) and not is_own_output(rel)
+    )
+    if not relative:
+        scope = "or its sub-folders " if recursive else ""
+        raise InputError(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in the folder {scope}")
+    return [root.joinpath(*rel.split("/")) for rel in relative]
+
+
+def is_own_output(path: str | os.PathLike[str]) -> bool:
+    """True for a file this tool writes (`clip.pose.mp4`, `clip.pose.partial.mp4`, the encoder's
+    `clip.pose.mp4.part-1a2b3c4d.mp4`): a folder or a pattern such as 'clips/*.mp4' must not
+    pick them up as inputs on a second run."""
+    name = Path(path).name.lower()
+    stem = name.rsplit(".", 1)[0]
+    return (
+        stem.endswith(OUTPUT_STEM_SUFFIX)
+        or stem.endswith(OUTPUT_STEM_SUFFIX + ".partial")
+        or re.search(r"\.part-[0-9a-f]{8}\.mp4$", name) is not None
+    )
 
 
 def global_index(local_index: int, shard: tuple[int, int] | None) -> int:

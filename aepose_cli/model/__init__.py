@@ -1,6 +1,7 @@
 """HRNet + associative-embedding network, built from a checkpoint's own tensor shapes."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +42,20 @@ class AENet(nn.Module):
         return self.keypoint_head(self.backbone(x))
 
 
-def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+def load_checkpoint_state(path: str | Path, data: bytes | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint file safely (weights_only) and return (state_dict, meta).
 
     Accepts mmcv's `{'state_dict', 'meta'}` files and bare state dicts, and strips a leading
     `module.` as mmcv's loader does (`load_checkpoint` in mmcv/runner/checkpoint.py).
+    `data`: the file's bytes, already read (a worker that has no access to `path` gets them
+    from the driver); `path` then only names it in messages.
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        source = path if data is None else io.BytesIO(data)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         text = str(exc).strip()
         if "Weights only load failed" in text or "weights_only" in text:
@@ -113,9 +117,10 @@ def check_state_matches(model: nn.Module, state: dict[str, torch.Tensor], source
         raise CheckpointError(f"{source}: state dict does not match the network: " + "; ".join(problems))
 
 
-def build_from_checkpoint(path: str | Path) -> tuple[AENet, dict]:
-    """Load any HRNet-AE checkpoint in the mmpose layout, architecture read from its shapes."""
-    state, meta = load_checkpoint_state(path)
+def build_from_checkpoint(path: str | Path, data: bytes | None = None) -> tuple[AENet, dict]:
+    """Load any HRNet-AE checkpoint in the mmpose layout, architecture read from its shapes
+    (`data`: the file's bytes, as `load_checkpoint_state` takes them)."""
+    state, meta = load_checkpoint_state(path, data)
     spec = spec_from_state(state, str(path))
     model = AENet(spec)
     check_state_matches(model, state, str(path))

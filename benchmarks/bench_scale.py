@@ -1,0 +1,210 @@
+"""The single-process engine against `--engine ray` with 1 and 2 workers, on the same 40 images.
+
+    python benchmarks/bench_scale.py [--images 40] [--workers 1,2] [--batch-size 4] [--no-draw]
+
+Input: the first `--images` photos (sorted by name) of ../shared/data/coco-mini-val2017/val2017
+(79 COCO val2017 photos, mostly 640x480; with more than 79 the list is repeated under new names).
+Model: the official w32 layout with random weights (benchmarks/_common.full_size_model, saved as
+a checkpoint file so each engine loads it as a user's run does): the real network's speed. The
+reference's defaults: scale 1, flip test, batch size 4, annotated images and the COCO JSON
+written, as `aepose folder` does.
+
+Each engine runs once, in its own fresh process (so none inherits another's warm caches or
+threads), and reports where its time went: the process start and imports, the model load and
+check, Ray's start-up (a local Ray instance, started and stopped by the run as the CLI does), the
+wait for the first result, then per image the mean seconds of each stage (decode, preprocess,
+network, grouping, draw, encode; stages overlap, so they add up to more than the wall time).
+Throughput is images over the run's wall time (start-up included) and, for Ray, also over the
+steady part (after the first result); Ray's overhead per image is its run time minus the single
+engine's, over the images. One run each: on a shared machine, compare within a run only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import SHARED  # noqa: E402
+
+PHOTOS = SHARED / "data" / "coco-mini-val2017" / "val2017"
+STAGES = ("decode", "preprocess", "network", "grouping", "draw", "encode")
+
+
+def _folder(root: Path, count: int) -> Path:
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    folder = root / "images"
+    folder.mkdir()
+    for i in range(count):
+        source = photos[i % len(photos)]
+        name = source.name if i < len(photos) else f"{source.stem}_r{i // len(photos)}{source.suffix}"
+        shutil.copy(source, folder / name)
+    return folder
+
+
+def _checkpoint(root: Path) -> Path:
+    import torch
+
+    from benchmarks._common import full_size_model
+
+    path = root / "hrnet_w32_random.pth"
+    torch.save({"state_dict": full_size_model(32).state_dict(), "meta": {}}, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# one engine, in its own process
+
+
+def child(args) -> None:
+    t_start = time.perf_counter()
+    from aepose_cli.commands.common import ModelChoice, build_runner
+    from aepose_cli.commands.images import _ImageSink
+    from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig
+    from aepose_cli.io.coco_json import CocoJsonWriter
+    from aepose_cli.io.sources import list_images, read_image
+    from aepose_cli.pipeline import WorkItem
+
+    t_imported = time.perf_counter()
+    folder, out = Path(args.folder), Path(args.out)
+    engine = EngineConfig() if args.engine == "single" else EngineConfig(engine="ray", workers=args.child_workers)
+    config = InferenceConfig(batch_size=args.batch_size, device="cpu")
+    runner = build_runner(ModelChoice(checkpoint=Path(args.checkpoint)), config, engine)
+    t_loaded = time.perf_counter()
+    paths = list_images(folder)
+    keys = [p.name for p in paths]
+    targets = {key: (None if args.no_draw else out / "drawn" / key) for key in keys}
+    items = [WorkItem(index=i, key=key, load=(lambda p=path: read_image(p))) for i, (key, path) in enumerate(zip(keys, paths))]
+    with CocoJsonWriter(out / "poses.json", "dataset", runner.keypoints, 0.3) as writer:
+        sink = _Clocked(_ImageSink(runner.keypoints, DrawConfig(), targets, writer, {key: key for key in keys}))
+        times = runner.run(items, sink, keep_images=not args.no_draw)
+    t_done = time.perf_counter()
+    report = {
+        "imports": t_imported - t_start,
+        "model load": t_loaded - t_imported,
+        "run": times.wall,
+        "after run": t_done - t_loaded - times.wall,
+        "overhead": times.overhead,
+        "stages": {stage: times.totals.get(stage, 0.0) / max(times.items, 1) for stage in STAGES},
+        "items": times.items,
+        "written_at": sink.stamps,
+        "failures": len(times.failures),
+        "people": sum(1 for _ in json.loads((out / "poses.json").read_text())["annotations"]),
+    }
+    (out / "report.json").write_text(json.dumps(report))
+
+
+class _Clocked:
+    """The command's sink, noting when each result was written (steady-state throughput)."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+        self.stamps: list[float] = []
+
+    def write(self, item, image, result) -> None:
+        self.sink.write(item, image, result)
+        self.stamps.append(time.perf_counter())
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--workers", default="1,2", help="Ray worker counts to run (comma-separated)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--no-draw", action="store_true", help="JSON only (no annotated images)")
+    parser.add_argument("--no-single", action="store_true", help="Ray runs only (compare with a single run made apart)")
+    parser.add_argument("--child", dest="engine", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine is not None:
+        child(args)
+        return
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        root = Path(tmp)
+        folder = _folder(root, args.images)
+        checkpoint = _checkpoint(root)
+        runs = ([] if args.no_single else [("single", 0)]) + [("ray", int(w)) for w in args.workers.split(",") if w.strip()]
+        print(f"{args.images} images of {PHOTOS} (first by name), w32 random weights, scale 1 + flip, "
+              f"batch size {args.batch_size}, {'JSON only' if args.no_draw else 'annotated images + JSON'}, "
+              f"{os.cpu_count()} CPU(s), OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}", flush=True)
+        reports = {}
+        for engine, workers in runs:
+            name = "single" if engine == "single" else f"ray x{workers}"
+            out = root / name.replace(" ", "_")
+            out.mkdir()
+            cmd = [sys.executable, __file__, "--child", engine, "--child-workers", str(workers), "--folder", str(folder),
+                   "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", str(args.batch_size)]
+            if args.no_draw:
+                cmd.append("--no-draw")
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            process_wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                print(f"{name}: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+                continue
+            report = json.loads((out / "report.json").read_text())
+            report["process"] = process_wall
+            reports[name] = report
+            print(f"  {name}: {process_wall:.1f} s", flush=True)
+        _print_table(reports, args.images, args.batch_size)
+
+
+def _print_table(reports: dict, count: int, batch: int) -> None:
+    if not reports:
+        return
+    names = list(reports)
+    single = reports.get("single")
+    rows = []
+
+    def row(label, values):
+        rows.append([label, *values])
+
+    row("process wall (s)", [f"{r['process']:.1f}" for r in reports.values()])
+    row("  imports (s)", [f"{r['imports']:.1f}" for r in reports.values()])
+    row("  model load + check (s)", [f"{r['model load']:.1f}" for r in reports.values()])
+    row("  run wall (s)", [f"{r['run']:.1f}" for r in reports.values()])
+    row("    Ray start (s)", [f"{r['overhead'].get('Ray start', 0):.1f}" if r["overhead"] else "-" for r in reports.values()])
+    row("    until 1st batch (s)", [f"{r['overhead'].get('until the first batch', 0):.1f}" if r["overhead"] else "-" for r in reports.values()])
+    row("images/s (run)", [f"{count / r['run']:.3f}" for r in reports.values()])
+    row("images/s (steady)", [f"{1 / _steady(r, batch):.3f}" for r in reports.values()])
+    if single is not None:
+        row("throughput vs single (run)", [f"{single['run'] / r['run']:.2f}x" for r in reports.values()])
+        row("throughput vs single (steady)", [f"{_steady(single, batch) / _steady(r, batch):.2f}x" for r in reports.values()])
+        row("overhead/image (s)", [f"{(r['run'] - single['run']) / count:+.3f}" for r in reports.values()])
+    for stage in STAGES:
+        row(f"{stage} (s/image)", [f"{r['stages'][stage]:.3f}" for r in reports.values()])
+    row("images done / failed", [f"{r['items'] - r['failures']} / {r['failures']}" for r in reports.values()])
+    row("people in JSON", [str(r["people"]) for r in reports.values()])
+    widths = [max(len(str(line[i])) for line in rows + [["", *names]]) for i in range(len(names) + 1)]
+    print()
+    print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(["", *names], widths))))
+    for line in rows:
+        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
+
+
+def _steady(report: dict, batch: int) -> float:
+    """Seconds per image once results flow: from the first batch written to the last, over the
+    images written after the first batch (the same measure for every engine)."""
+    stamps = report["written_at"]
+    if len(stamps) <= batch:
+        return float("nan")
+    return (stamps[-1] - stamps[batch - 1]) / (len(stamps) - batch)
+
+
+if __name__ == "__main__":
+    main()

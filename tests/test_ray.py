@@ -1,0 +1,301 @@
+"""`--engine ray` end to end on a real local Ray cluster: the same JSON as the single engine.
+
+One Ray instance is started per module (`ray.init(num_cpus=2)`, no dashboard); the commands run
+as subprocesses that join it with `--ray-address`, so no test pays Ray's start-up twice. The
+inputs are real photos of ../shared/data and the tiny checkpoint; a folder holds one broken
+file, so batches with a failed item go through both engines. What is compared is the bytes of
+the COCO JSON (image ids, annotation ids, order, every float), which is what a user keeps.
+
+Videos: a folder of videos (one broken) on Ray, one task per video, gives the single engine's
+JSON and MP4 files byte for byte.
+
+Faults: a network actor SIGKILLed part-way (found by its Ray process name in /proc) must be
+restarted and its batches retried, giving the same JSON; a driver SIGKILLed part-way leaves
+its journal, which `--skip-existing` finishes (with the single engine: the journal is the
+same whichever engine wrote it).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import (
+    BUS,
+    COCO_IMAGES,
+    DATA,
+    MINI_VAL,
+    MINI_VAL_ANN,
+    MODEL,
+    ZIDANE,
+    assert_ok,
+    assert_one_line_error,
+    cli_command,
+    cli_env,
+    describe,
+    load_json,
+    run_cli,
+)
+from paths import needs_shared
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="needs Ray: pip install 'aepose-cli[ray]' (.ci/run installs it)")
+
+pytestmark = [pytest.mark.cli, pytest.mark.ray, needs_shared]
+
+# Small enough to be quick, large enough that a run lasts the few seconds the fault tests need.
+# The network's threads are fixed because oneDNN rounds differently with another thread count
+# (~1e-7 on scores): two workers on this machine would otherwise take one thread each.
+SETTINGS = [*MODEL, "--no-flip", "--scales", "0.5", "--batch-size", "2", "--threads", "2"]
+PHOTOS = [*sorted(COCO_IMAGES.glob("*.jpg")), ZIDANE, BUS, *sorted((MINI_VAL / "val2017").glob("*.jpg"))[:2]]
+BROKEN = "03_broken.jpg"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray instance for the module; the commands join it at this address."""
+    import ray
+
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the workers inherit it (see cli_helpers.cli_env)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        else:
+            os.environ["OMP_WAIT_POLICY"] = saved
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Eight photos and, in the middle of a batch, a file that is not an image."""
+    root = tmp_path_factory.mktemp("ray")
+    folder = root / "photos"
+    folder.mkdir()
+    for i, source in enumerate(PHOTOS[:3]):
+        shutil.copy(source, folder / f"{i:02d}_{source.name}")
+    (folder / BROKEN).write_text("not an image\n")
+    for i, source in enumerate(PHOTOS[3:], start=4):
+        shutil.copy(source, folder / f"{i:02d}_{source.name}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single_run(photos):
+    """The single-process engine's outputs: what every Ray run must reproduce."""
+    out = photos.parent / "single"
+    proc = run_cli("folder", photos, *SETTINGS, "--out", out, "--json", out / "photos.json")
+    return out, proc
+
+
+def _ray(address: str, *extra) -> list[str]:
+    return ["--engine", "ray", "--ray-address", address, *extra]
+
+
+@needs_ray
+def test_folder_on_ray_gives_the_single_engines_json_and_images(cluster, photos, single_run):
+    single_out, single = single_run
+    assert single.returncode == 1, describe(single)  # the broken file
+    out = photos.parent / "ray2"
+    proc = run_cli("folder", photos, *SETTINGS, *_ray(cluster, "--workers", "2"), "--out", out, "--json", out / "photos.json")
+    assert proc.returncode == 1, describe(proc)
+    assert "Traceback" not in proc.stderr
+    # The same failure report, the same count; no line of Ray's own on the console.
+    report = [line for line in proc.stderr.splitlines() if BROKEN in line]
+    assert report == [line for line in single.stderr.splitlines() if BROKEN in line] and len(report) == 1, describe(proc)
+    assert f"{len(PHOTOS)} image(s) done, 1 failed" in proc.stderr and "2 Ray worker(s)" in proc.stderr, describe(proc)
+    ray_lines = [
+        line for line in proc.stderr.splitlines()
+        # Ray's C++ core ("[2026-12-02 17:10:24,406 E 15558 15558] core_worker.cc:..."), its Python
+        # loggers ("2026-12-02 ... INFO worker.py:..."), forwarded worker output ("(raylet) ...").
+        if re.match(r"^\[?\d{4}-\d\d-\d\d ", line) or "(raylet)" in line or " pid=" in line or ".py:" in line or ".cc:" in line
+    ]
+    assert not ray_lines, describe(proc)
+    data = (out / "photos.json").read_bytes()
+    assert data == (single_out / "photos.json").read_bytes()
+    coco = json.loads(data)
+    assert len(coco["images"]) == len(PHOTOS) and coco["annotations"], "people found, one image missing"
+    drawings = sorted(p.name for p in out.iterdir() if p.suffix == ".jpg")
+    assert drawings == sorted(p.name for p in single_out.iterdir() if p.suffix == ".jpg") and len(drawings) == len(PHOTOS)
+    for name in drawings:
+        assert (out / name).read_bytes() == (single_out / name).read_bytes(), name
+
+
+def _journal_records(journal: Path) -> int:
+    try:
+        lines = journal.read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    return sum(1 for line in lines if line.endswith("}"))
+
+
+def _wait_for_records(journal: Path, proc: subprocess.Popen, count: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {count} record(s): {proc.stderr.read()}")
+        if _journal_records(journal) >= count:
+            return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"{journal} did not reach {count} records in {timeout_s} s")
+
+
+def _network_actor_pids() -> list[int]:
+    """Processes of the network actors, by the name Ray gives them (`ray::...NetworkWorker...`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("ray::") and "NetworkWorker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@needs_ray
+def test_a_killed_network_actor_is_restarted_and_its_items_retried(cluster, photos, single_run):
+    single_out, _ = single_run
+    json_out = photos.parent / "killed-actor.json"
+    run = subprocess.Popen(
+        cli_command("folder", photos, *SETTINGS, *_ray(cluster, "--workers", "1"), "--no-images", "--json", json_out),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )
+    try:
+        _wait_for_records(Path(f"{json_out}.partial.jsonl"), run, 2)
+        victims = _network_actor_pids()
+        assert len(victims) == 1, f"expected one network actor, found {victims}"
+        os.kill(victims[0], signal.SIGKILL)
+        assert run.poll() is None and _journal_records(Path(f"{json_out}.partial.jsonl")) < len(PHOTOS), "killed too late"
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    proc = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+    assert proc.returncode == 1, describe(proc)  # the broken file, nothing else
+    assert f"{len(PHOTOS)} image(s) done, 1 failed" in proc.stderr, describe(proc)
+    assert json_out.read_bytes() == (single_out / "photos.json").read_bytes()
+
+
+@needs_ray
+def test_a_killed_driver_leaves_a_journal_that_skip_existing_finishes(cluster, photos, single_run):
+    single_out, _ = single_run
+    json_out = photos.parent / "killed-driver.json"
+    journal = Path(f"{json_out}.partial.jsonl")
+    run = subprocess.Popen(
+        cli_command("folder", photos, *SETTINGS, *_ray(cluster), "--no-images", "--json", json_out),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )
+    try:
+        _wait_for_records(journal, run, 2)
+        run.send_signal(signal.SIGSTOP)  # frozen first, so the kill lands on an unfinished run
+        done = _journal_records(journal)
+        run.kill()
+        run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert 2 <= done < len(PHOTOS) and not json_out.exists()
+    # Finished by the single engine: the journal is the same whichever engine wrote it.
+    proc = run_cli("folder", photos, *SETTINGS, "--no-images", "--json", json_out, "--skip-existing")
+    assert proc.returncode == 1, describe(proc)
+    assert f"resuming: {done} of {len(PHOTOS) + 1} images already done" in proc.stderr, describe(proc)
+    assert json_out.read_bytes() == (single_out / "photos.json").read_bytes()
+    assert not journal.exists()
+
+
+@needs_ray
+def test_evaluate_on_ray_gives_the_same_results_and_metrics(cluster, tmp_path):
+    files = {}
+    for name, engine in (("single", []), ("ray", _ray(cluster, "--workers", "2"))):
+        results, metrics = tmp_path / f"{name}.json", tmp_path / f"{name}.metrics.json"
+        proc = run_cli(
+            "evaluate", "--ann", MINI_VAL_ANN, "--images", MINI_VAL / "val2017", "--max-images", 6, *SETTINGS, *engine,
+            "--out", results, "--metrics-json", metrics,
+        )
+        assert_ok(proc)
+        files[name] = (results.read_bytes(), load_json(metrics))
+    assert files["ray"] == files["single"]
+    assert json.loads(files["ray"][0]), "the tiny model finds people in these photos"
+
+
+@needs_ray
+def test_several_videos_on_ray_equal_the_single_engines(cluster, tmp_path):
+    """One video per Ray task (written by the worker): the same frames, timestamps and poses,
+    the same MP4s, and a broken file named once at the end while the others finish."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for clip in (DATA / "mmpose-testdata" / "video" / "demo.mp4", DATA / "opencv-vtest" / "vtest.avi", DATA / "mmaction2-videos" / "test_video_structuralize.mp4"):
+        shutil.copy(clip, clips / clip.name.replace("test_video_", ""))
+    (clips / "notes.mp4").write_text("not a video\n")
+    runs = {}
+    for name, engine in (("single", []), ("ray", _ray(cluster, "--workers", "2"))):
+        proc = run_cli("video", "clips", "--end", "0.3", "--out", f"{name}/", *SETTINGS, *engine, cwd=tmp_path)
+        assert proc.returncode == 1, describe(proc)
+        assert "Traceback" not in proc.stderr
+        assert sum("notes.mp4" in line for line in proc.stderr.splitlines()) == 1, describe(proc)
+        assert "3 video(s) done, 1 failed" in proc.stderr, describe(proc)
+        runs[name] = [line for line in proc.stderr.splitlines() if "notes.mp4" in line]
+    assert runs["ray"] == runs["single"]  # the same reason, named once
+    names = sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert names == sorted(f"{stem}.pose.{ext}" for stem in ("demo", "vtest", "structuralize") for ext in ("json", "mp4"))
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+        if name.endswith(".json"):
+            assert json.loads((tmp_path / "ray" / name).read_bytes())["images"], name
+
+
+@needs_ray
+def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, photos, tmp_path):
+    """Ray has started (joined) when this is found: none of its own lines may reach stderr."""
+    on_gpus = [arg for arg in SETTINGS if arg not in ("--device", "cpu")]  # the device follows --gpus-per-worker
+    proc = run_cli("folder", photos, *on_gpus, *_ray(cluster, "--gpus-per-worker", "1"), "--no-images", "--json", tmp_path / "x.json")
+    assert_one_line_error(proc, "--gpus-per-worker 1", "need 1 GPU(s)", "has 0")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli_in_process(prelude: str, *args, epilogue: str = "") -> subprocess.CompletedProcess:
+    """`aepose ARGS` called in a fresh interpreter after `prelude`, then `epilogue`."""
+    code = f"{prelude}\nfrom aepose_cli.cli import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=300)
+
+
+def test_engine_ray_without_ray_is_one_line(tmp_path):
+    # sys.modules[name] = None is how Python spells "this package cannot be imported".
+    shutil.copy(ZIDANE, tmp_path / "z.jpg")
+    proc = _cli_in_process("import sys; sys.modules['ray'] = None", "folder", tmp_path, *SETTINGS, "--engine", "ray", "--json", tmp_path / "z.json")
+    assert_one_line_error(proc, "--engine ray", "pip install 'aepose-cli[ray]'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.jpg"]
+
+
+def test_the_single_engine_never_imports_ray(tmp_path):
+    shutil.copy(ZIDANE, tmp_path / "z.jpg")
+    proc = _cli_in_process(
+        "import sys, aepose_cli", "folder", tmp_path, *SETTINGS, "--no-images", "--json", tmp_path / "z.json",
+        epilogue="print('ray modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))",
+    )
+    assert_ok(proc)
+    assert "ray modules: []" in proc.stdout, describe(proc)
+
+
+def test_ray_flags_need_engine_ray(tmp_path):
+    proc = run_cli("folder", tmp_path, *SETTINGS, "--workers", "2", "--ray-address", "auto")
+    assert_one_line_error(proc, "--workers, --ray-address", "--engine ray")
