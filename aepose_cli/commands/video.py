@@ -553,19 +553,7 @@ def run_videos(
                 remove_leftovers(job)
             _summarise_one(outcome, total)
             bar.advance(overall, 1)
-    failed = [o for o in outcomes if o.failed]
-    if total.items:
-        err_console.print(stage_table(total, "frame"))
-    skipped = len(jobs) - len(todo)
-    fps = total.items / total.wall if total.wall > 0 else 0.0
-    err_console.print(
-        f"{len(outcomes) - len(failed)} video(s) done, {len(failed)} failed"
-        + (f", {skipped} skipped (finished)" if skipped else "")
-        + f"; {total.items} frame(s) in {total.wall:.1f} s ({fps:.2f} fps) on {estimator.config.device}"
-    )
-    report_failures([(o.job.source, o.reason()) for o in failed])
-    if failed:
-        sys.exit(1)
+    _report_videos(outcomes, total, skipped=len(jobs) - len(todo), where=str(estimator.config.device))
 
 
 def _run_videos_on_ray(jobs, todo, resume, base, draw_cfg, options, model, config, engine) -> None:
@@ -602,15 +590,20 @@ def _run_videos_on_ray(jobs, todo, resume, base, draw_cfg, options, model, confi
             _summarise_one(outcome, total)
             bar.advance(overall, 1)
         total.wall = time.perf_counter() - start  # the videos ran side by side: elapsed, not summed
-    failed = [outcomes[seq] for seq in sorted(outcomes) if outcomes[seq].failed]
+    _report_videos([outcomes[seq] for seq in sorted(outcomes)], total, skipped=len(jobs) - len(todo), where=runner.description)
+
+
+def _report_videos(outcomes: list[VideoOutcome], total: StageTimes, *, skipped: int, where: str) -> None:
+    """The end of a many-videos run, for either engine: stage table, one summary line, the failed
+    videos named one per line; exit 1 if any failed."""
+    failed = [o for o in outcomes if o.failed]
     if total.items:
         err_console.print(stage_table(total, "frame"))
-    skipped = len(jobs) - len(todo)
     fps = total.items / total.wall if total.wall > 0 else 0.0
     err_console.print(
         f"{len(outcomes) - len(failed)} video(s) done, {len(failed)} failed"
         + (f", {skipped} skipped (finished)" if skipped else "")
-        + f"; {total.items} frame(s) in {total.wall:.1f} s ({fps:.2f} fps) on {runner.description}"
+        + f"; {total.items} frame(s) in {total.wall:.1f} s ({fps:.2f} fps) on {where}"
     )
     report_failures([(o.job.source, o.reason()) for o in failed])
     if failed:
