@@ -264,6 +264,38 @@ def test_several_videos_on_ray_equal_the_single_engines(cluster, tmp_path):
 
 
 @needs_ray
+def test_the_driver_gets_each_batch_as_soon_as_it_is_done(cluster, tmp_path):
+    """The writer and the progress bar follow the cluster, not one batch behind it: the first
+    row reaches the driver while the second is still being made (Ray Data's `iter_rows` would
+    hold it back until the second arrived, and the second would wait here in vain)."""
+    import ray.data
+
+    from aepose_cli.engines.ray import _rows_as_they_come
+
+    def wait_for_flag(batch, *, flag: str):
+        # Defined here, so that Ray ships it by value (the workers cannot import this module).
+        import numpy as np
+
+        waited = []
+        for seq in batch["seq"]:  # the second row waits (up to 20 s) for the first to be received
+            deadline = time.monotonic() + (20 if seq == 1 else 0)
+            while not os.path.exists(flag) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            waited.append(os.path.exists(flag))
+        return {"seq": batch["seq"], "flag_seen": np.array(waited)}
+
+    flag = tmp_path / "first-row-received"
+    dataset = ray.data.from_items([{"seq": 0}, {"seq": 1}], override_num_blocks=2).map_batches(
+        wait_for_flag, batch_size=1, fn_kwargs={"flag": str(flag)}, concurrency=1,
+    )
+    seen = []
+    for row in _rows_as_they_come(dataset):
+        seen.append((int(row["seq"]), bool(row["flag_seen"])))
+        flag.touch()
+    assert seen == [(0, False), (1, True)]
+
+
+@needs_ray
 def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, photos, tmp_path):
     """Ray has started (joined) when this is found: none of its own lines may reach stderr."""
     on_gpus = [arg for arg in SETTINGS if arg not in ("--device", "cpu")]  # the device follows --gpus-per-worker

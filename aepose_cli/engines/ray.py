@@ -162,7 +162,7 @@ class RayRunner:
             **self._network_resources(),
         )
         try:
-            for row in dataset.iter_rows():
+            for row in _rows_as_they_come(dataset):
                 yield int(row["seq"]), pickle.loads(row["outcome"])
         except ray.exceptions.RayError as exc:
             raise _as_aepose_error(exc) from None
@@ -208,7 +208,7 @@ def run_ray(items: Iterable[WorkItem], runner: RayRunner, sink, *, on_progress=N
     pending: dict[int, bytes] = {}
     next_seq = 0
     try:
-        for row in dataset.iter_rows():
+        for row in _rows_as_they_come(dataset):
             if next_seq == 0 and not pending:
                 times.overhead["until the first batch"] = time.perf_counter() - first
             pending[int(row["seq"])] = row["payload"]
@@ -223,6 +223,20 @@ def run_ray(items: Iterable[WorkItem], runner: RayRunner, sink, *, on_progress=N
         raise EngineError(f"Ray returned {next_seq} of {len(batches)} batches; run again with --skip-existing to finish")
     times.wall = time.perf_counter() - start
     return times
+
+
+def _rows_as_they_come(dataset) -> Iterator[dict[str, Any]]:
+    """The dataset's rows, each as soon as the stage that makes it has finished.
+
+    `Dataset.iter_rows` prefetches: it hands out a block's rows only once the next block has
+    arrived, so the writer and the progress bar would trail the cluster by one network batch
+    (by one whole video for `run_videos`) and the last two would come together at the end.
+    Whole blocks taken one at a time, without prefetching, come as they are done.
+    """
+    for block in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
+        columns = list(block)
+        for i in range(len(block[columns[0]]) if columns else 0):
+            yield {name: block[name][i] for name in columns}
 
 
 def _write_batch(batch: list[WorkItem], records: list[dict], sink, times: StageTimes, on_progress) -> None:
