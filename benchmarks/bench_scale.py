@@ -1,6 +1,6 @@
 """The single-process engine against `--engine ray` with 1 and 2 workers, on the same 40 images.
 
-    python benchmarks/bench_scale.py [--images 40] [--workers 1,2] [--batch-size 4] [--no-draw]
+    python benchmarks/bench_scale.py [--images 40] [--workers 1,2] [--batch-size 4] [--rounds 1] [--no-draw]
 
 Input: the first `--images` photos (sorted by name) of ../shared/data/coco-mini-val2017/val2017
 (79 COCO val2017 photos, mostly 640x480; with more than 79 the list is repeated under new names).
@@ -9,14 +9,16 @@ a checkpoint file so each engine loads it as a user's run does): the real networ
 reference's defaults: scale 1, flip test, batch size 4, annotated images and the COCO JSON
 written, as `aepose folder` does.
 
-Each engine runs once, in its own fresh process (so none inherits another's warm caches or
-threads), and reports where its time went: the process start and imports, the model load and
+Each engine runs in its own fresh process (so none inherits another's warm caches or threads);
+with `--rounds N` the engines take turns N times (single, ray x1, ray x2, single, ...) and the
+table gives each figure's median over the rounds, so that a slow spell of a shared machine
+falls on every engine rather than on one. Each run reports where its time went: the process start and imports, the model load and
 check, Ray's start-up (a local Ray instance, started and stopped by the run as the CLI does), the
 wait for the first result, then per image the mean seconds of each stage (decode, preprocess,
 network, grouping, draw, encode; stages overlap, so they add up to more than the wall time).
 Throughput is images over the run's wall time (start-up included) and, for Ray, also over the
 steady part (after the first result); Ray's overhead per image is its run time minus the single
-engine's, over the images. One run each: on a shared machine, compare within a run only.
+engine's, over the images. On a shared machine, compare within one invocation only.
 """
 from __future__ import annotations
 
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--workers", default="1,2", help="Ray worker counts to run (comma-separated)")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1, help="times each engine runs, in turns (medians reported)")
     parser.add_argument("--no-draw", action="store_true", help="JSON only (no annotated images)")
     parser.add_argument("--no-single", action="store_true", help="Ray runs only (compare with a single run made apart)")
     parser.add_argument("--child", dest="engine", default=None, help=argparse.SUPPRESS)
@@ -142,10 +145,10 @@ def main() -> None:
         print(f"{args.images} images of {PHOTOS} (first by name), w32 random weights, scale 1 + flip, "
               f"batch size {args.batch_size}, {'JSON only' if args.no_draw else 'annotated images + JSON'}, "
               f"{os.cpu_count()} CPU(s), OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}", flush=True)
-        reports = {}
-        for engine, workers in runs:
+        reports: dict[str, list[dict]] = {}
+        for round_no, (engine, workers) in ((r, run) for r in range(args.rounds) for run in runs):
             name = "single" if engine == "single" else f"ray x{workers}"
-            out = root / name.replace(" ", "_")
+            out = root / f"{name.replace(' ', '_')}_{round_no}"
             out.mkdir()
             cmd = [sys.executable, __file__, "--child", engine, "--child-workers", str(workers), "--folder", str(folder),
                    "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", str(args.batch_size)]
@@ -159,9 +162,29 @@ def main() -> None:
                 continue
             report = json.loads((out / "report.json").read_text())
             report["process"] = process_wall
-            reports[name] = report
-            print(f"  {name}: {process_wall:.1f} s", flush=True)
-        _print_table(reports, args.images, args.batch_size)
+            reports.setdefault(name, []).append(report)
+            print(f"  round {round_no + 1}, {name}: {process_wall:.1f} s", flush=True)
+        if args.rounds > 1 and "single" in reports:
+            for name, runs_of in reports.items():
+                if name != "single":
+                    ratios = [s["run"] / r["run"] for s, r in zip(reports["single"], runs_of)]
+                    print(f"  {name} throughput vs single, round by round: {', '.join(f'{x:.2f}x' for x in ratios)}")
+        _print_table({name: _median_report(runs_of) for name, runs_of in reports.items()}, args.images, args.batch_size)
+
+
+def _median_report(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds (the steady-state one from the median round's stamps)."""
+    from statistics import median
+
+    if len(runs) == 1:
+        return runs[0]
+    by_run = sorted(runs, key=lambda r: r["run"])
+    report = dict(by_run[len(by_run) // 2])
+    for key in ("imports", "model load", "run", "after run", "process"):
+        report[key] = median(r[key] for r in runs)
+    report["overhead"] = {k: median(r["overhead"].get(k, 0.0) for r in runs) for k in report["overhead"]}
+    report["stages"] = {k: median(r["stages"][k] for r in runs) for k in report["stages"]}
+    return report
 
 
 def _print_table(reports: dict, count: int, batch: int) -> None:
