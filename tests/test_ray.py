@@ -155,21 +155,6 @@ def _wait_for_records(journal: Path, proc: subprocess.Popen, count: int, timeout
     pytest.fail(f"{journal} did not reach {count} records in {timeout_s} s")
 
 
-def _network_actor_pids() -> list[int]:
-    """Processes of the network actors, by the name Ray gives them (`ray::...NetworkWorker...`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline.startswith("ray::") and "NetworkWorker" in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 @needs_ray
 def test_a_killed_network_actor_is_restarted_and_its_items_retried(cluster, photos, single_run):
     single_out, _ = single_run
@@ -180,7 +165,7 @@ def test_a_killed_network_actor_is_restarted_and_its_items_retried(cluster, phot
     )
     try:
         _wait_for_records(Path(f"{json_out}.partial.jsonl"), run, 2)
-        victims = _network_actor_pids()
+        victims = _actor_pids("NetworkWorker")
         assert len(victims) == 1, f"expected one network actor, found {victims}"
         os.kill(victims[0], signal.SIGKILL)
         assert run.poll() is None and _journal_records(Path(f"{json_out}.partial.jsonl")) < len(PHOTOS), "killed too late"
@@ -261,6 +246,56 @@ def test_several_videos_on_ray_equal_the_single_engines(cluster, tmp_path):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
         if name.endswith(".json"):
             assert json.loads((tmp_path / "ray" / name).read_bytes())["images"], name
+
+
+def _actor_pids(kind: str) -> list[int]:
+    """Processes of Ray actors of this class, by the name Ray gives them (`ray::...<kind>...`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("ray::") and kind in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@needs_ray
+def test_a_video_whose_worker_is_killed_is_redone_without_leftovers(cluster, tmp_path):
+    """The video actor SIGKILLed mid-video: Ray restarts it, the video is done again from the
+    start, and what is left is the single engine's MP4 and JSON, with no temporary beside them
+    (the dead attempt's encoder file is the one the retry writes and renames)."""
+    clip = tmp_path / "walk.avi"
+    shutil.copy(DATA / "opencv-vtest" / "vtest.avi", clip)
+    args = ["video", clip, "--end", "8", *SETTINGS]
+    assert_ok(run_cli(*args, "--out", f"{tmp_path / 'single'}/"))
+    out = tmp_path / "ray"
+    run = subprocess.Popen(
+        cli_command(*args, "--out", f"{out}/", *_ray(cluster, "--workers", "1")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )
+    try:
+        # The encoder creates its file once its look-ahead is full: kill after that.
+        deadline = time.monotonic() + 180
+        while not any(p.stat().st_size for p in out.glob("walk.pose.mp4.part-*.mp4")) if out.is_dir() else True:
+            if run.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no encoder temporary seen before the run ended: {run.stderr.read() if run.poll() is not None else 'timeout'}")
+            time.sleep(0.02)
+        victims = _actor_pids("VideoWorker")
+        assert len(victims) == 1, f"expected one video actor, found {victims}"
+        os.kill(victims[0], signal.SIGKILL)
+        assert run.poll() is None and not (out / "walk.pose.mp4").exists(), "killed too late"
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert_ok(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr))
+    assert sorted(p.name for p in out.iterdir()) == ["walk.pose.json", "walk.pose.mp4"]
+    for name in ("walk.pose.json", "walk.pose.mp4"):
+        assert (out / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
 
 
 @needs_ray

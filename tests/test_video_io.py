@@ -504,6 +504,24 @@ def test_missing_output_folder_is_a_config_error(tmp_path):
         VideoSink(tmp_path / "no" / "out.mp4", width=64, height=48, time_base=Fraction(1, 25))
 
 
+def test_a_part_token_names_the_temporary_so_a_retry_reuses_a_dead_attempts_file(tmp_path):
+    """What `--engine ray` relies on when a video's worker died: the second attempt writes the
+    same temporary (truncating the dead one's frames) and renames it; nothing else is left."""
+    out = tmp_path / "retry.mp4"
+    stale = tmp_path / "retry.mp4.part-0123abcd.mp4"
+    stale.write_bytes(b"frames of an attempt whose process was killed" * 1000)
+    with VideoSink(out, width=64, height=48, time_base=Fraction(1, 25), preset="ultrafast", part_token="0123abcd") as sink:
+        assert sink.part_path == stale
+        for pts in range(3):
+            sink.write(np.zeros((48, 64, 3), np.uint8), pts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retry.mp4"]
+    assert len(decode_all(out)) == 3
+    for bad in ("../../x", "0123ABCD", "12345"):
+        with pytest.raises(ValueError, match="part_token"):
+            VideoSink(tmp_path / "bad.mp4", width=64, height=48, time_base=Fraction(1, 25), part_token=bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retry.mp4"]
+
+
 def test_failed_run_without_keep_partial_leaves_nothing(tmp_path):
     out = tmp_path / "partial.mp4"
     with pytest.raises(RuntimeError):

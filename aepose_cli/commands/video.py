@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import DrawConfig, InferenceConfig
@@ -55,6 +56,10 @@ class VideoOptions:
     smooth: bool = False
     progress: bool = True
     skip_existing: bool = False
+    # Names the encoder's temporary MP4 (`VideoSink(part_token=...)`); None: a random one.
+    # `--engine ray` gives each run one token, so a video retried after its worker died
+    # overwrites the dead attempt's temporary instead of leaving it beside the output.
+    part_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -377,7 +382,7 @@ def _run(job, estimator, draw_cfg, options, produced_by, bar, resume, keep_journ
             )
         )
         state["opened"] = video_src
-        sink = stack.enter_context(VideoSink.for_source(job.video_path, video_src)) if job.video_path is not None else None
+        sink = stack.enter_context(VideoSink.for_source(job.video_path, video_src, part_token=options.part_token)) if job.video_path is not None else None
         state["sink"] = sink
         coco = (
             stack.enter_context(CocoJsonWriter(
@@ -566,6 +571,7 @@ def _run_videos_on_ray(jobs, todo, resume, base, draw_cfg, options, model, confi
     from ..engines.ray import RayRunner
 
     runner = RayRunner(model, config, engine)
+    options = replace(options, part_token=secrets.token_hex(4))  # one per run: see VideoOptions
     if model is not None and base is None:
         base = base_provenance(model, config)
     tasks = [

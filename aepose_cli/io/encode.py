@@ -17,6 +17,7 @@ the part file is deleted.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from fractions import Fraction
@@ -99,6 +100,7 @@ class VideoSink:
         preset: str = "veryfast",
         encoders: Sequence[str] = VIDEO_ENCODER_PREFERENCE,
         keep_partial: bool = True,
+        part_token: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -116,7 +118,11 @@ class VideoSink:
 
         if not self.path.parent.is_dir():
             raise ConfigError(f"{self.path}: output folder {self.path.parent} does not exist")
-        self.part_path = self.path.with_name(f"{self.path.name}.part-{secrets.token_hex(4)}.mp4")
+        if part_token is not None and re.fullmatch(r"[0-9a-f]{8}", part_token) is None:
+            raise ValueError(f"part_token must be 8 lowercase hex digits, not {part_token!r}")
+        # A caller that may run this video again after its process died (`--engine ray` retries)
+        # passes one token for every attempt: the new attempt reuses the dead one's temporary.
+        self.part_path = self.path.with_name(f"{self.path.name}.part-{part_token or secrets.token_hex(4)}.mp4")
         self.partial_path = partial_name(self.path)
         self.kept_partial: Path | None = None
         try:
