@@ -17,6 +17,11 @@ class TorchBackend:
         self.device = device
         self.precision = precision
         self.model = model.to(device).eval()
+        if device.type == "cpu":
+            # Activations reuse the same pages from batch to batch (aepose_cli.host_memory).
+            from ..host_memory import keep_freed_memory
+
+            keep_freed_memory()
 
     def _exact_math(self):
         """fp32 on CUDA: TF32 off for the forward pass only, then the caller's settings back.

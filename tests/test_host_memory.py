@@ -1,0 +1,107 @@
+"""Freed network buffers are reused rather than faulted in again (aepose_cli.host_memory).
+
+Each check runs in a fresh Python process: malloc's settings are process-wide, and once made
+in the test process they could not be told from the defaults. What is measured is the kernel's
+count of page faults (getrusage) while a 96 MB block is allocated, written, freed, then
+allocated and written again: with glibc's defaults the second write faults in every page anew
+(the block is a fresh mapping each time), which is what a CPU forward pass did with its
+activations, batch after batch.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aepose_cli.host_memory import worker_environment
+
+from paths import TINY_CHECKPOINT, needs_shared
+
+GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
+pytestmark = pytest.mark.skipif(not GLIBC, reason="the setting is glibc's (Linux)")
+
+# argv: how to set up the process ("plain", "engine": a CPU PoseEstimator built, "keep":
+# keep_freed_memory called), where the passes run ("main" or "thread"), the checkpoint. Runs four
+# passes of a small convolution stack whose activations are 38 MB each (past malloc's mmap
+# threshold, as the real network's are) and prints the page faults of each, then keep's answer.
+PROBE = textwrap.dedent(
+    """
+    import resource, sys, threading
+    import torch
+
+    setup, where = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(2)
+    applied = None
+    if setup == "engine":
+        from aepose_cli.estimator import PoseEstimator
+        PoseEstimator(checkpoint=sys.argv[3], device="cpu", progress=False)
+    elif setup == "keep":
+        from aepose_cli.host_memory import keep_freed_memory
+        applied = keep_freed_memory()
+    convs = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 8, 3, padding=1),
+    ).eval()
+    batch = torch.rand(2, 3, 384, 384)
+    faults = []
+
+    def passes():
+        with torch.inference_mode():
+            for _ in range(4):
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                convs(batch)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+    if where == "thread":
+        worker = threading.Thread(target=passes)
+        worker.start()
+        worker.join()
+    else:
+        passes()
+    print(",".join(map(str, faults)), applied)
+    """
+)
+
+
+def _probe(setup: str, where: str = "main", env: dict | None = None) -> tuple[list[int], str]:
+    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, setup, where, str(TINY_CHECKPOINT)],
+        env={**base, **(env or {})}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    faults, applied = proc.stdout.split()
+    return [int(n) for n in faults.split(",")], applied
+
+
+@needs_shared
+def test_a_cpu_estimator_makes_its_freed_buffers_reusable():
+    plain, _ = _probe("plain")
+    # The defaults: every pass faults its activations in anew (~78,000 pages on the test VM).
+    assert min(plain) > 30_000, plain
+    after_engine, _ = _probe("engine")
+    assert max(after_engine[1:]) < 0.05 * min(plain), f"page faults per pass after building a CPU estimator: {after_engine}"
+
+
+def test_the_users_own_malloc_settings_are_left_alone():
+    faults, applied = _probe("keep", env={"MALLOC_ARENA_MAX": "4"})
+    assert applied == "False"
+    assert min(faults) > 30_000, faults
+    assert worker_environment({"MALLOC_TRIM_THRESHOLD_": "0"}) == {}
+    assert worker_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {}
+
+
+def test_worker_processes_reuse_memory_on_any_thread():
+    """A Ray actor runs the network on a thread of its own; its environment, set from the
+    process's start, makes that thread reuse memory too."""
+    plain, _ = _probe("plain", "thread")
+    assert min(plain) > 30_000, plain
+    tuned, _ = _probe("plain", "thread", env=worker_environment({}))
+    assert tuned[-1] < 0.05 * min(plain), f"page faults per pass on a worker's thread: {tuned}"
+    # Tunables of other glibc parts the user set are kept.
+    mixed = worker_environment({"GLIBC_TUNABLES": "glibc.cpu.x86_shstk=off"})["GLIBC_TUNABLES"]
+    assert mixed.startswith("glibc.cpu.x86_shstk=off:") and "glibc.malloc.mmap_max=0" in mixed
