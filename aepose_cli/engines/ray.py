@@ -363,16 +363,28 @@ def _init(engine: EngineConfig, quiet: bool = True) -> None:
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False} if quiet else {"include_dashboard": False}
     if engine.ray_address is None:
         try:
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **common)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, runtime_env=_runtime_env(local=True), **common)
         except Exception as exc:  # noqa: BLE001 - Ray raises many types when it cannot start
             raise EngineError(f"cannot start a local Ray instance ({_first_line(exc)})") from None
         return
-    env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
-    runtime_env = {"env_vars": env} if env else None
+    runtime_env = _runtime_env(local=False)
     try:
         ray.init(address=engine.ray_address, runtime_env=runtime_env, **common)
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"--ray-address {engine.ray_address}: cannot connect to a Ray cluster there ({_first_line(exc)})") from None
+
+
+def _runtime_env(local: bool) -> dict | None:
+    """The job's environment variables for Ray's workers: malloc tuned from their start, so that
+    the network's buffers are reused from batch to batch on the actor's own thread
+    (`host_memory`); on a cluster also the driver's oneDNN and OpenMP settings (a local Ray's
+    workers inherit those)."""
+    from ..host_memory import worker_environment
+
+    env = worker_environment()
+    if not local:
+        env.update({name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ})
+    return {"env_vars": env} if env else None
 
 
 # A log line of Ray's C++ core: `[2026-12-02 17:10:24,406 E 15558 15558] core_worker.cc:2465: ...`.
