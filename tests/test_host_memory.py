@@ -69,6 +69,7 @@ PROBE = textwrap.dedent(
 
 def _probe(setup: str, where: str = "main", env: dict | None = None) -> tuple[list[int], str]:
     base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    base.pop("AEPOSE_KEEP_FREED_MEMORY", None)
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, setup, where, str(TINY_CHECKPOINT)],
         env={**base, **(env or {})}, capture_output=True, text=True, timeout=120,
@@ -88,9 +89,10 @@ def test_a_cpu_estimator_makes_its_freed_buffers_reusable():
 
 
 def test_the_users_own_malloc_settings_are_left_alone():
-    faults, applied = _probe("keep", env={"MALLOC_ARENA_MAX": "4"})
-    assert applied == "False"
-    assert min(faults) > 30_000, faults
+    for env in ({"MALLOC_ARENA_MAX": "4"}, {"AEPOSE_KEEP_FREED_MEMORY": "0"}):
+        faults, applied = _probe("keep", env=env)
+        assert applied == "False", env
+        assert min(faults) > 30_000, (env, faults)
     assert worker_environment({"MALLOC_TRIM_THRESHOLD_": "0"}) == {}
     assert worker_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {}
 
@@ -105,3 +107,34 @@ def test_worker_processes_reuse_memory_on_any_thread():
     # Tunables of other glibc parts the user set are kept.
     mixed = worker_environment({"GLIBC_TUNABLES": "glibc.cpu.x86_shstk=off"})["GLIBC_TUNABLES"]
     assert mixed.startswith("glibc.cpu.x86_shstk=off:") and "glibc.malloc.mmap_max=0" in mixed
+
+
+SHAPES = textwrap.dedent(
+    """
+    import torch
+    from aepose_cli.host_memory import before_pass, free_heap_bytes, keep_freed_memory
+
+    assert keep_freed_memory()
+    block = torch.empty(50_000_000)  # 200 MB from the heap, then freed and kept
+    block.fill_(1.0)
+    del block
+    kept = free_heap_bytes()
+    before_pass((4, 3, 512, 704))
+    before_pass((4, 3, 512, 704))
+    same = free_heap_bytes()
+    before_pass((4, 3, 704, 512))
+    print(kept, same, free_heap_bytes())
+    """
+)
+
+
+def test_a_new_input_shape_gives_the_kept_memory_back():
+    """Blocks freed by passes of one shape fit another only in part: the heap is trimmed when
+    the shape changes, so what is kept never adds up across shapes."""
+    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    base.pop("AEPOSE_KEEP_FREED_MEMORY", None)
+    proc = subprocess.run([sys.executable, "-c", SHAPES], env=base, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept, same, after_new_shape = (int(n) for n in proc.stdout.split())
+    assert kept >= 190_000_000 and same >= 190_000_000, (kept, same)
+    assert after_new_shape < 20_000_000, f"{after_new_shape} bytes still held free after a new shape"

@@ -5,6 +5,7 @@ import contextlib
 
 import torch
 
+from ..host_memory import before_pass, keep_freed_memory
 from ..model import AENet
 
 
@@ -17,11 +18,8 @@ class TorchBackend:
         self.device = device
         self.precision = precision
         self.model = model.to(device).eval()
-        if device.type == "cpu":
-            # Activations reuse the same pages from batch to batch (aepose_cli.host_memory).
-            from ..host_memory import keep_freed_memory
-
-            keep_freed_memory()
+        # On CPU, activations reuse the same pages from batch to batch (aepose_cli.host_memory).
+        self._keeps_memory = device.type == "cpu" and keep_freed_memory()
 
     def _exact_math(self):
         """fp32 on CUDA: TF32 off for the forward pass only, then the caller's settings back.
@@ -47,6 +45,8 @@ class TorchBackend:
         Eval-mode BatchNorm makes samples independent; on CPU a sample's numbers do not depend
         on its batch partners, though batch size 1 takes another kernel path (~1e-6 apart).
         """
+        if self._keeps_memory:
+            before_pass(tuple(batch.shape))
         with self._exact_math(), self._autocast():
             return self.model(batch.to(self.device, non_blocking=True)).float()
 
