@@ -1,6 +1,7 @@
 """The single-process engine against `--engine ray` with 1 and 2 workers, on the same 40 images.
 
     python benchmarks/bench_scale.py [--images 40] [--workers 1,2] [--batch-size 4] [--rounds 1] [--no-draw]
+                                     [--ray-address ADDR]
 
 Input: the first `--images` photos (sorted by name) of ../shared/data/coco-mini-val2017/val2017
 (79 COCO val2017 photos, mostly 640x480; with more than 79 the list is repeated under new names).
@@ -19,6 +20,14 @@ network, grouping, draw, encode; stages overlap, so they add up to more than the
 Throughput is images over the run's wall time (start-up included) and, for Ray, also over the
 steady part (after the first result); Ray's overhead per image is its run time minus the single
 engine's, over the images. On a shared machine, compare within one invocation only.
+
+After the engines, one more process measures Ray Data's own cost on this machine: the same plan
+shape (a task stage, a one-actor stage, a task stage, one row per block, Ray started and stopped
+as the command does) with stages that do nothing, so no torch, no model, no images. Its start-up
+and stop are what any `--engine ray` run pays before and after its first and last batch here, and
+its idle session (Ray's own processes and Ray Data's actors alive, nothing running) is the share
+of the cores they take while a run goes on. `--ray-address auto` (after `ray start --head`) runs
+the Ray engines, and that measure, on a running cluster, as `aepose --ray-address auto` does.
 """
 from __future__ import annotations
 
@@ -76,7 +85,7 @@ def child(args) -> None:
 
     t_imported = time.perf_counter()
     folder, out = Path(args.folder), Path(args.out)
-    engine = EngineConfig() if args.engine == "single" else EngineConfig(engine="ray", workers=args.child_workers)
+    engine = EngineConfig() if args.engine == "single" else EngineConfig(engine="ray", workers=args.child_workers, ray_address=args.ray_address)
     config = InferenceConfig(batch_size=args.batch_size, device="cpu")
     runner = build_runner(ModelChoice(checkpoint=Path(args.checkpoint)), config, engine)
     t_loaded = time.perf_counter()
@@ -116,6 +125,83 @@ class _Clocked:
 
 
 # ---------------------------------------------------------------------------------------------
+# Ray Data alone: the engine's plan shape with stages that do nothing
+
+
+def _pass_through(batch):
+    return batch
+
+
+class _PassThroughActor:
+    def __call__(self, batch):
+        return batch
+
+
+def floor_child(args) -> None:
+    t_start = time.perf_counter()
+    from aepose_cli.config import EngineConfig
+    from aepose_cli.engines.ray import _ray_session, _rows_as_they_come, ray
+
+    t_imported = time.perf_counter()
+    rows = 10
+    with _ray_session(EngineConfig(engine="ray", ray_address=args.ray_address)):
+        t_started = time.perf_counter()
+        dataset = ray.data.from_items([{"seq": i} for i in range(rows)], override_num_blocks=rows)
+        dataset = dataset.map_batches(_pass_through, batch_size=1, num_cpus=1)
+        dataset = dataset.map_batches(_PassThroughActor, batch_size=1, concurrency=1, num_cpus=0)
+        dataset = dataset.map_batches(_pass_through, batch_size=1, num_cpus=1)
+        first = None
+        for _ in _rows_as_they_come(dataset):
+            first = first or time.perf_counter()
+        t_rows = time.perf_counter()
+        time.sleep(2.0)  # Ray Data's actor pool winds down
+        busy_before, t0 = _cpu_seconds_by_process(), time.perf_counter()
+        time.sleep(args.idle_seconds)
+        busy_after = _cpu_seconds_by_process()
+        used = sum(seconds - busy_before.get(pid, 0.0) for pid, seconds in busy_after.items())
+        idle_cores = used / (time.perf_counter() - t0)
+        t_idle_end = time.perf_counter()
+    t_stopped = time.perf_counter()
+    report = {
+        "import": t_imported - t_start, "start": t_started - t_imported, "first": first - t_started,
+        "rows": t_rows - t_started, "stop": t_stopped - t_idle_end, "idle_cores": idle_cores,
+    }
+    (Path(args.out) / "report.json").write_text(json.dumps(report))
+
+
+def _cpu_seconds_by_process() -> dict[str, float]:
+    """CPU seconds used so far by each process of the machine (Linux's /proc)."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / hertz
+    return seconds
+
+
+def _run_floor(root: Path, args, env: dict) -> None:
+    out = root / "ray_floor"
+    out.mkdir()
+    cmd = [sys.executable, __file__, "--child", "floor", "--out", str(out), "--idle-seconds", str(args.idle_seconds)]
+    if args.ray_address:
+        cmd += ["--ray-address", args.ray_address]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"Ray Data alone: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+        return
+    r = json.loads((out / "report.json").read_text())
+    print(f"\nRay Data alone, the same plan shape with stages that do nothing (10 rows, one process):\n"
+          f"  import Ray {r['import']:.1f} s, start Ray {r['start']:.1f} s, plan to first row {r['first']:.1f} s, "
+          f"all rows {r['rows']:.1f} s, stop Ray {r['stop']:.1f} s\n"
+          f"  the idle session ({args.idle_seconds:g} s, Ray's processes and Ray Data's actors alive): "
+          f"{r['idle_cores']:.3f} of {os.cpu_count()} cores busy")
+
+
+# ---------------------------------------------------------------------------------------------
 # the table
 
 
@@ -127,6 +213,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="times each engine runs, in turns (medians reported)")
     parser.add_argument("--no-draw", action="store_true", help="JSON only (no annotated images)")
     parser.add_argument("--no-single", action="store_true", help="Ray runs only (compare with a single run made apart)")
+    parser.add_argument("--ray-address", default=None, help="run the Ray engines on a running cluster (auto, HOST:PORT)")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="how long to measure an idle Ray session")
     parser.add_argument("--child", dest="engine", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -134,7 +222,7 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine is not None:
-        child(args)
+        floor_child(args) if args.engine == "floor" else child(args)
         return
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
@@ -144,7 +232,8 @@ def main() -> None:
         runs = ([] if args.no_single else [("single", 0)]) + [("ray", int(w)) for w in args.workers.split(",") if w.strip()]
         print(f"{args.images} images of {PHOTOS} (first by name), w32 random weights, scale 1 + flip, "
               f"batch size {args.batch_size}, {'JSON only' if args.no_draw else 'annotated images + JSON'}, "
-              f"{os.cpu_count()} CPU(s), OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}", flush=True)
+              f"{os.cpu_count()} CPU(s), OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, "
+              f"Ray {'at ' + args.ray_address if args.ray_address else 'started by each run'}", flush=True)
         reports: dict[str, list[dict]] = {}
         for round_no, (engine, workers) in ((r, run) for r in range(args.rounds) for run in runs):
             name = "single" if engine == "single" else f"ray x{workers}"
@@ -154,6 +243,8 @@ def main() -> None:
                    "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", str(args.batch_size)]
             if args.no_draw:
                 cmd.append("--no-draw")
+            if args.ray_address and engine == "ray":
+                cmd += ["--ray-address", args.ray_address]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             process_wall = time.perf_counter() - t0
@@ -170,6 +261,8 @@ def main() -> None:
                     ratios = [s["run"] / r["run"] for s, r in zip(reports["single"], runs_of)]
                     print(f"  {name} throughput vs single, round by round: {', '.join(f'{x:.2f}x' for x in ratios)}")
         _print_table({name: _median_report(runs_of) for name, runs_of in reports.items()}, args.images, args.batch_size)
+        if any(engine == "ray" for engine, _ in runs):
+            _run_floor(root, args, env)
 
 
 def _median_report(runs: list[dict]) -> dict:
