@@ -339,6 +339,43 @@ def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, photos, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_ray
+def test_a_local_ray_started_by_the_command_gives_the_single_engines_json(photos, single_run):
+    """Without --ray-address the command starts its own Ray (beside the module's) and stops it."""
+    single_out, _ = single_run
+    out = photos.parent / "ray_local"
+    proc = run_cli("folder", photos, *SETTINGS, "--engine", "ray", "--no-images", "--json", out / "photos.json")
+    assert proc.returncode == 1 and "1 Ray worker(s) on a local Ray" in proc.stderr, describe(proc)
+    assert (out / "photos.json").read_bytes() == (single_out / "photos.json").read_bytes()
+
+
+@needs_ray
+def test_a_local_rays_workers_start_with_malloc_tuned_and_the_driver_keeps_its_environment():
+    """The local Ray's processes inherit host_memory's tunables (added to the user's own), so a
+    worker's network reuses its buffers; the command's own environment is left as it was."""
+    code = """if True:
+        import json, os
+        from aepose_cli.config import EngineConfig
+        from aepose_cli.engines.ray import _ray_session, ray
+
+        @ray.remote(num_cpus=0)
+        def probe():
+            from aepose_cli import host_memory
+            return os.environ.get("GLIBC_TUNABLES"), host_memory.keep_freed_memory()
+
+        with _ray_session(EngineConfig(engine="ray")):
+            worker = ray.get(probe.remote())
+        print(json.dumps({"worker": worker, "driver": os.environ.get("GLIBC_TUNABLES")}))
+    """
+    env = {**cli_env(), "GLIBC_TUNABLES": "glibc.cpu.x86_shstk=off"}  # the user's, not about malloc
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    (tunables, applied), driver = seen["worker"], seen["driver"]
+    assert tunables.startswith("glibc.cpu.x86_shstk=off:") and "glibc.malloc.mmap_max=0" in tunables and applied, seen
+    assert driver == "glibc.cpu.x86_shstk=off", seen
+
+
 def _cli_in_process(prelude: str, *args, epilogue: str = "") -> subprocess.CompletedProcess:
     """`aepose ARGS` called in a fresh interpreter after `prelude`, then `epilogue`."""
     code = f"{prelude}\nfrom aepose_cli.cli import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
