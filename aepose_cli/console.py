@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .pipeline import STAGES, StageTimes
+from .types import STAGES, StageTimes
 
 err_console = Console(stderr=True)
 out_console = Console()

@@ -15,14 +15,14 @@ import numpy as np
 from .backends import resolve_backend
 from .backends.onnx_export import checkpoint_sha256
 from .config import InferenceConfig
-from .engine import AggregatedMaps, InferenceEngine, resolve_device
+from .engine import InferenceEngine, resolve_device
 from .errors import CheckpointError
 from .grouping import group, poses_from
 from .io.sources import read_image
 from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
 from .model import AENet, build_from_checkpoint
 from .oks import oks_nms
-from .types import FrameResult, Pose
+from .types import AggregatedMaps, FrameResult, Pose
 from .zoo import ZooModel, resolve_checkpoint
 
 

@@ -20,62 +20,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .errors import AeposeError, InputError, UnnamedInputError
 from .estimator import PoseEstimator
-from .types import FrameResult
+from .types import FrameResult, Sink, StageTimes, WorkItem
 
 _DONE = object()
 
 # Bytes of decoded images and network inputs that may be in flight between the reader and the
 # writer (a whole batch is admitted whatever its size).
 DEFAULT_MEMORY_BUDGET = 1 << 30
-
-# Every stage a frame can pass through, in order; `FrameResult.timings` uses these names.
-STAGES = ("decode", "preprocess", "network", "grouping", "draw", "encode")
-
-
-@dataclass
-class WorkItem:
-    """One image or frame to process. `load` runs in the reader thread (decoding)."""
-
-    index: int
-    key: str
-    load: Callable[[], np.ndarray]
-    timestamp: float | None = None
-    extra: Any = None
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent per stage, summed over items (stages overlap, so they exceed wall time).
-
-    The totals are the sums of the finished items' `FrameResult.timings`.
-    """
-
-    totals: dict[str, float] = field(default_factory=dict)
-    items: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    wall: float = 0.0
-    # Seconds of the run spent outside any item (the Ray engine: starting or joining the
-    # cluster, shipping the model, waiting for the first result), by name; part of `wall`.
-    overhead: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, seconds: float) -> None:
-        self.totals[stage] = self.totals.get(stage, 0.0) + seconds
-
-
-class Sink(Protocol):
-    """Where results go (drawn images, video, JSON); runs in the writer thread.
-
-    A sink that draws or encodes records those seconds in `result.timings` ("draw", "encode")
-    before it writes the result anywhere, so JSON lines carry every stage of their frame.
-    """
-
-    def write(self, item: WorkItem, image: np.ndarray, result: FrameResult) -> None: ...
 
 
 @dataclass

@@ -81,7 +81,7 @@ def child(args) -> None:
     from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig
     from aepose_cli.io.coco_json import CocoJsonWriter
     from aepose_cli.io.sources import list_images, read_image
-    from aepose_cli.pipeline import WorkItem
+    from aepose_cli.types import WorkItem
 
     t_imported = time.perf_counter()
     folder, out = Path(args.folder), Path(args.out)

@@ -10,7 +10,7 @@ from ..config import EngineConfig, InferenceConfig
 if TYPE_CHECKING:
     from ..estimator import PoseEstimator
     from ..keypoints import KeypointSet
-    from ..pipeline import StageTimes
+    from ..types import StageTimes
 
 
 @dataclass(frozen=True)

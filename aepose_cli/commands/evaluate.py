@@ -182,7 +182,7 @@ def _subset_annotations(ann: dict, image_ids: set) -> dict:
 def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing, engine=None):
     from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
-    from ..pipeline import WorkItem
+    from ..types import WorkItem
 
     if not images_dir.is_dir():
         raise InputError(f"{images_dir}: image folder not found")

@@ -174,7 +174,7 @@ def _run_images(
     from ..errors import OutputError
     from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
-    from ..pipeline import WorkItem
+    from ..types import WorkItem
 
     runner = build_runner(model, config, engine)
     writer = None

@@ -32,7 +32,8 @@ from ..io.decode import VideoSource, source_kind
 from ..io.encode import VideoSink, partial_name
 from ..io.jsonlines import JsonLinesWriter
 from ..io.output_paths import OutputFlag, names_folder, resolve_output
-from ..pipeline import StageTimes, WorkItem, run_pipeline
+from ..pipeline import run_pipeline
+from ..types import StageTimes, WorkItem
 from .common import draw_and_write
 
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..config import EngineConfig, InferenceConfig
 from ..errors import AeposeError, CheckpointError, EngineError, InputError, MissingDependencyError, UnnamedInputError
-from ..pipeline import StageTimes, WorkItem
+from ..types import StageTimes, WorkItem
 
 try:
     import ray
