@@ -15,9 +15,9 @@ import numpy as np
 from .backends import resolve_backend
 from .backends.onnx_export import checkpoint_sha256
 from .config import InferenceConfig
-from .engine import InferenceEngine, resolve_device
 from .errors import CheckpointError
 from .grouping import group, poses_from
+from .inference import InferenceEngine, resolve_device
 from .io.sources import read_image
 from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
 from .model import AENet, build_from_checkpoint

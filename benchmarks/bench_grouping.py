@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from aepose_cli.config import InferenceConfig  # noqa: E402
-from aepose_cli.engine import InferenceEngine, aggregate_outputs  # noqa: E402
 from aepose_cli.estimator import PoseEstimator  # noqa: E402
 from aepose_cli.grouping import adjust, match_by_tag, person_scores, top_k  # noqa: E402
+from aepose_cli.inference import InferenceEngine, aggregate_outputs  # noqa: E402
 from aepose_cli.keypoints import COCO  # noqa: E402
 from aepose_cli.model import build_from_checkpoint  # noqa: E402
 

@@ -516,7 +516,7 @@ def _at_driver_cwd(cwd: str) -> None:
 def _prepare_rows(batch: dict[str, np.ndarray], *, config: InferenceConfig, keep_images: bool, cwd: str) -> dict[str, np.ndarray]:
     """Decode and preprocess every item of each row; failures stay in place, named as the
     single engine's reader names them."""
-    from ..engine import prepare_image
+    from ..inference import prepare_image
 
     _at_driver_cwd(cwd)
 
@@ -561,7 +561,7 @@ class NetworkWorker:
     network batch per call (the raw outputs at heatmap resolution go on to grouping)."""
 
     def __init__(self, *, model_ref, checkpoint_name: str, keypoints, config: InferenceConfig, threads: int, checkpoint_sha256: str | None) -> None:
-        from ..engine import InferenceEngine
+        from ..inference import InferenceEngine
 
         net = _network(model_ref, checkpoint_name, threads)
         self.engine = InferenceEngine(net, keypoints, config, checkpoint_sha256=checkpoint_sha256)
@@ -620,8 +620,8 @@ def _group_rows(batch: dict[str, np.ndarray], *, keypoints, config: InferenceCon
     engine), then group and pose-NMS: the FrameResult the driver writes."""
     import torch
 
-    from ..engine import aggregate_outputs
     from ..estimator import result_from_maps
+    from ..inference import aggregate_outputs
 
     flip_index = torch.tensor(keypoints.flip_index, dtype=torch.long)
     payloads = []
