@@ -14,7 +14,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import ENGINES, PRECISIONS, DrawConfig, EngineConfig, InferenceConfig
+from .config import (
+    BACKEND_CHOICES,
+    DEFAULT_MAX_PIXELS,
+    ENGINES,
+    PRECISIONS,
+    DrawConfig,
+    EngineConfig,
+    InferenceConfig,
+    ModelChoice,
+    check_engine_device,
+)
 from .errors import AeposeError, ConfigError, Interrupted
 from .io.coco_json import JSON_STYLES
 from .io.sources import IMAGE_EXTENSIONS
@@ -28,7 +38,6 @@ MAX_SCALE = 4.0
 MAX_BATCH = 256
 MAX_RADIUS = 100
 MAX_THICKNESS = 100
-DEFAULT_MAX_PIXELS = 100_000_000
 
 
 class FiniteFloat(click.ParamType):
@@ -118,8 +127,7 @@ def model_options(func):
 def backend_options(func):
     """`--backend` and `--threads`: who runs the network (aepose_cli.backends) and on how many threads."""
     options = [
-        # Literal choices (aepose_cli.backends.BACKEND_CHOICES): declaring options must not import torch.
-        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
+        click.option("--backend", type=click.Choice(list(BACKEND_CHOICES)), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
     ]
     for option in reversed(options):
@@ -155,16 +163,9 @@ def _engine_config(opts: dict) -> EngineConfig:
         ray_address=ray_only["--ray-address"],
     )
     # The workers' device follows --gpus-per-worker (Ray gives each worker its own cards);
-    # --device may only say the same.
-    device = opts["device"]
-    wanted = "cuda" if config.gpus_per_worker > 0 else "cpu"
-    if device == "auto":
-        opts["device"] = wanted
-    elif device != wanted:
-        raise ConfigError(
-            f"--device {device} with --engine ray: the workers run on "
-            + ("their GPUs (--gpus-per-worker > 0); leave --device auto" if wanted == "cuda" else "CPUs without --gpus-per-worker; give --gpus-per-worker 1 for one GPU each")
-        )
+    # --device may only say the same (`config.check_engine_device`, once the configs are built).
+    if opts["device"] == "auto":
+        opts["device"] = config.worker_device
     return config
 
 
@@ -198,15 +199,12 @@ def _device(name: str) -> str:
     return name
 
 
-def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> InferenceConfig:
+def _inference_config(opts: dict, *, nms_default: float | None = 0.9, engine: EngineConfig | None = None) -> InferenceConfig:
     if opts["no_pose_nms"] and opts["pose_nms"] is not None:
         raise ConfigError("--pose-nms and --no-pose-nms contradict each other")
     device = _device(opts["device"])
-    if opts["precision"] != "fp32" and not device.startswith("cuda"):
-        # Half precision on CPU runs ~20x slower than fp32 and is not exact: never what is wanted.
-        raise ConfigError(f"--precision {opts['precision']} needs a CUDA device; on {device} use fp32 (the default)")
     pose_nms = None if opts["no_pose_nms"] else (opts["pose_nms"] if opts["pose_nms"] is not None else nms_default)
-    return InferenceConfig(
+    config = InferenceConfig(
         scales=opts["scales"],
         flip=opts["flip"],
         max_people=opts["max_people"],
@@ -222,15 +220,16 @@ def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> Inferen
         threads=opts["threads"],
         max_pixels=opts["max_pixels"] or None,
     )
+    if engine is not None:
+        check_engine_device(config, engine)
+    return config
 
 
 def _draw_config(opts: dict) -> DrawConfig:
     return DrawConfig(kpt_thr=opts["kpt_thr"], radius=opts["radius"], thickness=opts["thickness"])
 
 
-def _model_choice(opts: dict):
-    from .commands.common import ModelChoice
-
+def _model_choice(opts: dict) -> ModelChoice:
     return ModelChoice(opts["model_name"], opts["checkpoint"], opts["keypoints"])
 
 
@@ -301,7 +300,7 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
     run_folder(
         folder, recursive=recursive, extensions=extensions, shard=shard, skip_existing=skip_existing,
         out=False if no_images else out, json_out=False if no_json else json_out, json_style=json_style,
-        model=_model_choice(opts), config=_inference_config(opts), draw_cfg=_draw_config(opts), engine=engine,
+        model=_model_choice(opts), config=_inference_config(opts, engine=engine), draw_cfg=_draw_config(opts), engine=engine,
     )
 
 
@@ -325,7 +324,7 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
     engine = _engine_config(opts)
     model = _model_choice(opts)
     # Inference for evaluation runs without pose NMS unless asked (the reference's test path).
-    config = _inference_config(opts, nms_default=None) if pred_path is None else None
+    config = _inference_config(opts, nms_default=None, engine=engine) if pred_path is None else None
     run_evaluate(
         ann_path, images_dir=images_dir, pred_path=pred_path, results_out=results_out,
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
@@ -387,7 +386,7 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
     engine = _engine_config(opts)
-    config = _inference_config(opts)
+    config = _inference_config(opts, engine=engine)
     options = VideoOptions(
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# Who runs the network (`aepose_cli.backends`), and what `--backend` accepts: those or "auto".
+BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 # As Pillow's MAX_IMAGE_PIXELS (89 MP): a decoded 100 MP image is 300 MB of BGR.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -43,7 +47,8 @@ class InferenceConfig:
     # Images per network pass (flip test doubles the samples); equal sizes only.
     batch_size: int = 4
     # Who runs the network (aepose_cli.backends): "torch" (exact), "onnxruntime", "openvino", or
-    # "auto" (ONNX Runtime on CPU when installed, torch otherwise and on CUDA).
+    # "auto" (for fp32 on CPU the fastest installed: OpenVINO, then ONNX Runtime; torch otherwise
+    # and on CUDA).
     backend: str = "torch"
     # Threads of the ONNX Runtime / OpenVINO network; None: as many as torch uses.
     threads: int | None = None
@@ -67,12 +72,15 @@ class InferenceConfig:
             raise ConfigError(f"--scales has duplicates: {self.scales}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and not str(self.device).startswith("cuda"):
+            # Half precision on CPU runs ~20x slower than fp32 and is not exact: never what is wanted.
+            raise ConfigError(f"--precision {self.precision} needs a CUDA device; on {self.device} use fp32 (the default)")
         if self.max_people < 1:
             raise ConfigError("--max-people must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
-        if self.backend not in ("auto", "torch", "onnxruntime", "openvino"):
-            raise ConfigError(f"--backend must be one of auto, torch, onnxruntime, openvino, got {self.backend!r}")
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("--threads must be at least 1")
         if self.pose_nms is not None and not 0 < self.pose_nms <= 1:
@@ -110,3 +118,32 @@ class EngineConfig:
             raise ConfigError("--workers must be at least 1")
         if not math.isfinite(self.gpus_per_worker) or self.gpus_per_worker < 0:
             raise ConfigError("--gpus-per-worker must be a finite number >= 0")
+
+    @property
+    def worker_device(self) -> str:
+        """The device Ray's workers run the network on: their GPUs with `gpus_per_worker`, else CPUs."""
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+
+def check_engine_device(config: InferenceConfig, engine: EngineConfig) -> None:
+    """Refuse an inference device the engine will not use: Ray gives each worker its own cards
+    (`gpus_per_worker`), so a Ray run's device follows them and may only say the same."""
+    if engine.engine != "ray":
+        return
+    wanted = engine.worker_device
+    if str(config.device) != wanted:
+        raise ConfigError(
+            f"--device {config.device} with --engine ray: the workers run on "
+            + ("their GPUs (--gpus-per-worker > 0); leave --device auto" if wanted == "cuda" else "CPUs without --gpus-per-worker; give --gpus-per-worker 1 for one GPU each")
+        )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a run uses: a zoo model `name` (None: the default), a local `checkpoint`
+    (never touches the network), the `keypoints` set's name (None: chosen by the checkpoint's
+    number of joints). The CLI's `--model`, `--checkpoint`, `--keypoints` as given."""
+
+    name: str | None = None
+    checkpoint: Path | None = None
+    keypoints: str | None = None

@@ -76,9 +76,9 @@ def _checkpoint(root: Path) -> Path:
 
 def child(args) -> None:
     t_start = time.perf_counter()
-    from aepose_cli.commands.common import ModelChoice, build_runner
+    from aepose_cli.commands.common import build_runner
     from aepose_cli.commands.images import _ImageSink
-    from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig
+    from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
     from aepose_cli.io.coco_json import CocoJsonWriter
     from aepose_cli.io.sources import list_images, read_image
     from aepose_cli.types import WorkItem

@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from aepose_cli.commands.common import ModelChoice
 from aepose_cli.commands.video import VideoOptions, expand_sources, run_video, run_videos
-from aepose_cli.config import DrawConfig, InferenceConfig
+from aepose_cli.config import DrawConfig, InferenceConfig, ModelChoice
 from aepose_cli.errors import ConfigError, InputError, Interrupted
 from aepose_cli.io.decode import VideoSource
 

@@ -104,6 +104,22 @@ def test_config_and_keywords_merge_instead_of_ignoring_the_keywords():
         PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, no_such_option=1, progress=False)
 
 
+def test_the_library_refuses_what_the_command_line_refuses():
+    """Rules the CLI enforced alone are the configs' own: a library run gets them too."""
+    from aepose_cli.config import EngineConfig, InferenceConfig, check_engine_device
+
+    with pytest.raises(ConfigError, match="--precision fp16 needs a CUDA device; on cpu"):
+        InferenceConfig(precision="fp16")
+    with pytest.raises(ConfigError, match="--precision bf16 needs a CUDA device"):
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, precision="bf16")
+    check_engine_device(InferenceConfig(), EngineConfig(engine="ray"))  # CPU workers, CPU device
+    check_engine_device(InferenceConfig(device="cuda"), EngineConfig())  # the single engine: any device
+    with pytest.raises(ConfigError, match="--device cuda with --engine ray: the workers run on CPUs"):
+        check_engine_device(InferenceConfig(device="cuda"), EngineConfig(engine="ray"))
+    with pytest.raises(ConfigError, match="--device cpu with --engine ray: the workers run on their GPUs"):
+        check_engine_device(InferenceConfig(), EngineConfig(engine="ray", gpus_per_worker=1))
+
+
 def test_building_an_estimator_leaves_global_torch_flags_alone():
     import torch
 

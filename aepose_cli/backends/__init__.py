@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from ..config import BACKEND_CHOICES, BACKENDS
 from ..errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from ..model import AENet
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-BACKEND_CHOICES = ("auto",) + BACKENDS
 # The Python package each backend needs, and the pip extra that installs it.
 _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 

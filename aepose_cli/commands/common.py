@@ -1,25 +1,14 @@
 """What every inference command shares: which model to load."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import EngineConfig, InferenceConfig
+from ..config import EngineConfig, InferenceConfig, ModelChoice
 
 if TYPE_CHECKING:
     from ..estimator import PoseEstimator
     from ..keypoints import KeypointSet
     from ..types import StageTimes
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """`--model`, `--checkpoint`, `--keypoints` as given (None: the default)."""
-
-    name: str | None = None
-    checkpoint: Path | None = None
-    keypoints: str | None = None
 
 
 def build_estimator(model: ModelChoice, config: InferenceConfig) -> PoseEstimator:

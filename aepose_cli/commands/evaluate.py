@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from ..config import EngineConfig, InferenceConfig
+from ..config import EngineConfig, InferenceConfig, ModelChoice
 from ..console import err_console, out_console, progress, report_failures, stage_table
 from ..errors import AnnotationError, ConfigError, InputError
-from .common import ModelChoice, build_runner, require_engine
+from .common import build_runner, require_engine
 
 
 def run_evaluate(

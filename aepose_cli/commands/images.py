@@ -7,11 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import DrawConfig, EngineConfig, InferenceConfig
+from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
 from ..console import err_console, progress, report_failures
 from ..errors import ConfigError, InputError
 from ..io.sources import IMAGE_EXTENSIONS, OUTPUT_STEM_SUFFIX
-from .common import ModelChoice, build_runner, draw_and_write, require_engine
+from .common import build_runner, draw_and_write, require_engine
 
 
 def annotated_suffix(path: Path) -> str:

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import EngineConfig, InferenceConfig
+from ..config import EngineConfig, InferenceConfig, check_engine_device
 from ..errors import AeposeError, CheckpointError, EngineError, InputError, MissingDependencyError, UnnamedInputError
 from ..types import StageTimes, WorkItem
 
@@ -91,6 +91,7 @@ class RayRunner:
 
         if engine.engine != "ray":
             raise ValueError("RayRunner runs --engine ray only")
+        check_engine_device(config, engine)
         path, zoo_entry = resolve_checkpoint(model.name, model.checkpoint, progress=True)
         try:
             data = Path(path).read_bytes()
