@@ -6,7 +6,7 @@ never loads it. Results go to stdout only where a command promises them (tables 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import click
 from rich.console import Console
@@ -80,4 +80,17 @@ def stage_table(times: StageTimes, unit: str) -> Table:
         table.add_column(stage, justify="right")
     table.add_column("wall", justify="right")
     table.add_row(*[f"{1000 * times.totals[s] / n:.1f}" for s in stages], f"{1000 * times.wall / n:.1f}")
+    return table
+
+
+def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint evaluation") -> Table:
+    """The ten metrics as a two-column rich table; -1 (no GT in that range) shows as n/a."""
+    table = Table(title=title)
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    from .evaluation.cocoeval import METRIC_NAMES
+
+    for name in METRIC_NAMES:
+        value = metrics[name]
+        table.add_row(name, "n/a" if value == -1 else f"{value:.3f}")
     return table

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..config import EngineConfig, InferenceConfig, ModelChoice
-from ..console import err_console, out_console, progress, report_failures, stage_table
+from ..console import err_console, metrics_table, out_console, progress, report_failures, stage_table
 from ..errors import AnnotationError, ConfigError, InputError
 from .common import build_runner, require_engine
 
@@ -17,7 +17,8 @@ def run_evaluate(
     metrics_json: Path | None, max_images: int | None, allow_missing: bool, skip_existing: bool,
     model: ModelChoice, config: InferenceConfig, report_dir: Path | None = None, engine: EngineConfig | None = None,
 ) -> None:
-    from ..evaluate import evaluate_keypoints_detailed, load_annotations, load_results, metrics_table
+    from ..evaluation.cocoeval import evaluate_keypoints_detailed
+    from ..evaluation.cocofiles import annotation_num_joints, load_annotations, load_results, predictions_of, subset_annotations
     from ..keypoints import keypoint_set, keypoint_set_for
 
     if (images_dir is None) == (pred_path is None):
@@ -28,11 +29,11 @@ def run_evaluate(
     if report_dir is not None:
         # Before any inference: a missing matplotlib or a report folder that holds an input
         # fails now, not after minutes of work.
-        from ..report import check_report_dir
+        from ..evaluation.report import check_report_dir
 
         check_report_dir(report_dir, [ann_path, pred_path, results_out, metrics_json])
     ann = load_annotations(ann_path)
-    ann_k = _annotation_num_joints(ann, ann_path)
+    ann_k = annotation_num_joints(ann, ann_path)
     image_entries = list(ann.get("images", []))
     if not image_entries:
         raise AnnotationError(f"{ann_path}: no images to evaluate ('images' is empty)")
@@ -40,7 +41,7 @@ def run_evaluate(
         image_entries = image_entries[:max_images]
     subset = None
     if max_images is not None:
-        subset = _subset_annotations(ann, {im["id"] for im in image_entries})
+        subset = subset_annotations(ann, {im["id"] for im in image_entries})
     results_planned = None if pred_path is not None else _results_path(results_out, ann_path)
     _check_outputs(ann_path, pred_path, images_dir, image_entries, results_planned, metrics_json)
     results_name = None
@@ -51,7 +52,7 @@ def run_evaluate(
         results_path, results_name = load_results(pred_path)  # every entry checked
         if subset is not None:
             # --max-images N scores the first N images: results for the others are left out.
-            results_path = _predictions_of(results_path, results_name, ann, subset)
+            results_path = predictions_of(results_path, results_name, ann, subset)
         timing = None
     else:
         results_path, kps, timing, evaluated = _evaluate_inference(
@@ -59,7 +60,7 @@ def run_evaluate(
         )
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
-            subset = _subset_annotations(ann, evaluated)
+            subset = subset_annotations(ann, evaluated)
     evaluation = evaluate_keypoints_detailed(
         subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area,
         annotations_name=str(ann_path), results_name=results_name,
@@ -74,7 +75,7 @@ def run_evaluate(
         atomic_write_text(metrics_json, json.dumps(metrics, indent=2) + "\n")
         err_console.print(f"wrote {metrics_json}")
     if report_dir is not None:
-        from ..report import write_report
+        from ..evaluation.report import write_report
 
         write_report(
             report_dir, evaluation, subset if subset is not None else ann_path, results_path, kps,
@@ -112,37 +113,6 @@ def _check_outputs(ann_path, pred_path, images_dir, image_entries, results_path,
     plan.check()
 
 
-def _predictions_of(results: list, name: str, ann: dict, subset: dict) -> list:
-    """The predictions of the --max-images subset (the file may hold every image's): ids that
-    are not in the annotation file at all are an error naming both files."""
-    known = {im.get("id") for im in ann.get("images", []) if isinstance(im, dict)}
-    wanted = {im["id"] for im in subset["images"]}
-    kept = []
-    for det in results:
-        image_id = det.get("image_id") if isinstance(det, dict) else None
-        try:
-            hashable = hash(image_id) is not None
-        except TypeError:
-            hashable = False
-        if not hashable or image_id not in known:
-            raise AnnotationError(f"{name}: image_id {image_id!r} is not in the annotation file")
-        if image_id in wanted:
-            kept.append(det)
-    return kept
-
-
-def _annotation_num_joints(ann: dict, path: Path) -> int:
-    from ..errors import AnnotationError
-
-    for cat in ann.get("categories", []):
-        if cat.get("keypoints"):
-            return len(cat["keypoints"])
-    for a in ann.get("annotations", []):
-        if a.get("keypoints"):
-            return len(a["keypoints"]) // 3
-    raise AnnotationError(f"{path}: no keypoints in any category or annotation")
-
-
 def _image_paths(ann_path: Path, image_entries: list[dict], images_dir: Path) -> list[tuple[dict, Path]]:
     """Each image's file under `images_dir`, refused (fatal, before the model loads) when its
     `file_name` leads outside the folder.
@@ -170,13 +140,6 @@ def _image_paths(ann_path: Path, image_entries: list[dict], images_dir: Path) ->
             )
         paths.append((im, Path(resolved)))
     return paths
-
-
-def _subset_annotations(ann: dict, image_ids: set) -> dict:
-    subset = dict(ann)
-    subset["images"] = [im for im in ann["images"] if im["id"] in image_ids]
-    subset["annotations"] = [a for a in ann["annotations"] if a["image_id"] in image_ids]
-    return subset
 
 
 def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing, engine=None):
