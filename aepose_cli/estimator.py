@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from .backends import resolve_backend
-from .backends.onnx_export import checkpoint_sha256
 from .config import InferenceConfig
 from .errors import CheckpointError
 from .grouping import group, poses_from
@@ -23,7 +22,7 @@ from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
 from .model import AENet, build_from_checkpoint
 from .oks import oks_nms
 from .types import AggregatedMaps, FrameResult, Pose
-from .zoo import ZooModel, resolve_checkpoint
+from .zoo import ZooModel, checkpoint_sha256, resolve_checkpoint
 
 
 def load_model(

@@ -178,6 +178,29 @@ def _sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_sha256(path: str | Path) -> str:
+    """The full sha256 of a checkpoint file: THE digest that names a model's weights (the
+    provenance of a run's outputs, the cached ONNX graph of its backend).
+
+    A zoo checkpoint's verified sidecar is taken when it is up to date (same mtime as the file,
+    see the module's docstring), so a cached model is not hashed again on every run; any other
+    file is read through. CheckpointError when it cannot be read.
+    """
+    path = Path(path)
+    sidecar = _sidecar_path(path)
+    try:
+        if sidecar.stat().st_mtime_ns == path.stat().st_mtime_ns:
+            recorded = sidecar.read_text(encoding="ascii").split()[0]
+            if len(recorded) == 64 and _is_lower_hex(recorded):
+                return recorded
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    try:
+        return _sha256_of_file(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+
+
 def verify_sha256_prefix(path: str | Path, prefix: str) -> str:
     """Stream `path` through sha256 and check it starts with `prefix`; returns the full hex digest.
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from aepose_cli.backends import create_backend, is_installed, resolve_backend
-from aepose_cli.backends.onnx_export import checkpoint_sha256, onnx_cache_path
+from aepose_cli.backends.onnx_export import onnx_cache_path
 from aepose_cli.model import build_from_checkpoint
+from aepose_cli.zoo import checkpoint_sha256
 
 from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_ok, assert_one_line_error, cli_env, describe, load_json, run_in_process
 

@@ -9,7 +9,6 @@ cache that cannot be written only costs a re-export next time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import io
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BackendError, CheckpointError
+from ..errors import BackendError
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
@@ -135,27 +134,6 @@ def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw:
         raise BackendError(f"cannot export the network to TorchScript: {_first_line(exc)}") from None
     finally:
         model.train(was_training)
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """Full sha256 of a checkpoint file (the zoo's verified sidecar is reused when up to date)."""
-    path = Path(path)
-    sidecar = path.with_name(path.name + ".sha256")
-    try:
-        if sidecar.stat().st_mtime_ns == path.stat().st_mtime_ns:
-            recorded = sidecar.read_text(encoding="ascii").split()[0]
-            if len(recorded) == 64:
-                return recorded
-    except (OSError, IndexError, UnicodeDecodeError):
-        pass
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None) -> Path:

@@ -78,18 +78,12 @@ def draw_and_write(write, image, poses, keypoints, draw_cfg, timings: dict[str, 
     timings["encode"] = time.perf_counter() - t1
 
 
-def checkpoint_sha256(model: ModelChoice) -> str:
+def model_sha256(model: ModelChoice) -> str:
     """sha256 of the checkpoint a run uses (fetched into the cache first for a zoo model)."""
-    import hashlib
-
-    from ..zoo import resolve_checkpoint
+    from ..zoo import checkpoint_sha256, resolve_checkpoint
 
     path, _ = resolve_checkpoint(model.name, model.checkpoint, progress=True)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return checkpoint_sha256(path)
 
 
 def provenance(input_root, keys, model: ModelChoice, config: InferenceConfig) -> dict:
@@ -102,7 +96,7 @@ def provenance(input_root, keys, model: ModelChoice, config: InferenceConfig) ->
     return {
         "input_root": None if input_root is None else os.path.realpath(input_root),
         "inputs": list(keys),
-        "checkpoint_sha256": checkpoint_sha256(model),
+        "checkpoint_sha256": model_sha256(model),
         "keypoints": model.keypoints,
         "settings": settings,
     }

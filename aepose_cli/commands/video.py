@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..config import DrawConfig, InferenceConfig
 from ..console import err_console, progress, report_failures, stage_table
-from ..errors import AeposeError, ConfigError, InputError, Interrupted
+from ..errors import AeposeError, ConfigError, InputError, Interrupted, with_context
 from ..estimator import PoseEstimator
 from ..io.coco_json import CocoJsonWriter
 from ..io.decode import VideoSource, source_kind
@@ -350,12 +350,7 @@ def process_video(
     except KeyboardInterrupt:
         raise Interrupted("stopped" + _kept(state)) from None
     except AeposeError as error:
-        kept = _kept(state)
-        if kept:
-            try:
-                error = type(error)(f"{error}{kept}")
-            except TypeError:  # an error type with other constructor arguments: keep it as it is
-                pass
+        error = with_context(error, _kept(state))
         if isinstance(error, InputError) and state.get("opened") is None:
             outcome.error = error  # could not be opened: nothing written, the others go on
             return outcome
@@ -549,11 +544,7 @@ def run_videos(
             except Interrupted as stop:
                 raise Interrupted(f"{stop} (at {job.source}; {n} of {len(todo)} video(s) finished before it)") from None
             except AeposeError as error:
-                try:
-                    told = type(error)(f"{error} (at {job.source}; {n} of {len(todo)} video(s) finished before it)")
-                except TypeError:
-                    raise error from None
-                raise told from None
+                raise with_context(error, f" (at {job.source}; {n} of {len(todo)} video(s) finished before it)") from None
             outcomes.append(outcome)
             if options.skip_existing and outcome.error is None:
                 remove_leftovers(job)
@@ -587,10 +578,7 @@ def _run_videos_on_ray(jobs, todo, resume, base, draw_cfg, options, model, confi
         for seq, outcome in runner.run_videos(tasks, draw_cfg, options):
             job = tasks[seq][0]
             if not isinstance(outcome, VideoOutcome):  # the error that stopped this video's run
-                try:
-                    raise type(outcome)(f"{outcome} (at {job.source}; {len(outcomes)} of {len(tasks)} video(s) finished)")
-                except TypeError:
-                    raise outcome from None
+                raise with_context(outcome, f" (at {job.source}; {len(outcomes)} of {len(tasks)} video(s) finished)") from None
             outcomes[seq] = outcome
             if options.skip_existing and outcome.error is None:
                 remove_leftovers(job)

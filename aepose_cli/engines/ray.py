@@ -82,12 +82,10 @@ class RayRunner:
     """
 
     def __init__(self, model, config: InferenceConfig, engine: EngineConfig) -> None:
-        import hashlib
-
         from ..backends import resolve_backend
         from ..estimator import keypoints_of
         from ..model import build_from_checkpoint
-        from ..zoo import resolve_checkpoint
+        from ..zoo import checkpoint_sha256, resolve_checkpoint
 
         if engine.engine != "ray":
             raise ValueError("RayRunner runs --engine ray only")
@@ -105,7 +103,7 @@ class RayRunner:
         self._checkpoint = data
         backend = resolve_backend(config.backend, "cuda" if engine.gpus_per_worker > 0 else "cpu", config.precision)
         # Names the cached ONNX graph of these weights (ONNX Runtime / OpenVINO backends).
-        self.checkpoint_sha256 = hashlib.sha256(data).hexdigest() if backend != "torch" else None
+        self.checkpoint_sha256 = checkpoint_sha256(path) if backend != "torch" else None
         self._session: contextlib.ExitStack | None = None
         self.started_in = 0.0  # seconds to start or join Ray
 
