@@ -249,9 +249,8 @@ def models(urls, download) -> None:
     from .commands.models import run_download, run_models
 
     if download is not None:
-        run_download(download)
-    else:
-        run_models(urls=urls)
+        return run_download(download)
+    return run_models(urls=urls)
 
 
 # -- image and folder ----------------------------------------------------------------------
@@ -271,7 +270,7 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
     --out DIR/), are refused before the model loads (not renamed)."""
     from .commands.images import run_image
 
-    run_image(
+    return run_image(
         list(images), False if no_images else out, False if no_json else json_out, json_style,
         _model_choice(opts), _inference_config(opts), _draw_config(opts),
     )
@@ -297,7 +296,7 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
 
     engine = _engine_config(opts)
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in (x.strip().lower() for x in ext.split(",")) if e)
-    run_folder(
+    return run_folder(
         folder, recursive=recursive, extensions=extensions, shard=shard, skip_existing=skip_existing,
         out=False if no_images else out, json_out=False if no_json else json_out, json_style=json_style,
         model=_model_choice(opts), config=_inference_config(opts, engine=engine), draw_cfg=_draw_config(opts), engine=engine,
@@ -325,7 +324,7 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
     model = _model_choice(opts)
     # Inference for evaluation runs without pose NMS unless asked (the reference's test path).
     config = _inference_config(opts, nms_default=None, engine=engine) if pred_path is None else None
-    run_evaluate(
+    return run_evaluate(
         ann_path, images_dir=images_dir, pred_path=pred_path, results_out=results_out,
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
         skip_existing=skip_existing, model=model, config=config, report_dir=report_dir, engine=engine,
@@ -344,12 +343,12 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
     """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
     from .commands.export import parse_static, run_export
-    from .console import err_console
+    from .console import DownloadBar, err_console
 
     if dynamic and static is not None:
         raise ConfigError("--dynamic and --static contradict each other")
     static_hw = parse_static(static)
-    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw)
+    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw, progress=DownloadBar())
     shape = "[N, 3, H, W]" if static_hw is None else f"[1, 3, {static_hw[0]}, {static_hw[1]}]"
     err_console.print(f"wrote {path}: input 'image' {shape} (RGB, normalised), output 'maps' [N, 2K, H/4, W/4] (heatmaps then tags; README 'Export')")
 
@@ -381,7 +380,8 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
     far as NAME.partial.mp4 (audio up to the last of them), never under the final name, and
     exits non-zero (130 on Ctrl-C)."""
     from .commands.common import build_estimator
-    from .commands.video import VideoOptions, run_videos
+    from .commands.video import run_videos
+    from .config import VideoOptions
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
@@ -392,7 +392,7 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,
     )
     model = _model_choice(opts)
-    run_videos(
+    return run_videos(
         list(sources), lambda: build_estimator(model, config), _draw_config(opts), options, model, config=config,
         recursive=recursive, engine=engine,
     )
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     # torch < 2.3 warns about its own TypedStorage use when a checkpoint loads; not the user's concern.
     warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
     try:
-        cli.main(args=argv, prog_name="aepose", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="aepose", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aepose: interrupted", err=True)
         sys.exit(130)
@@ -434,3 +434,5 @@ def main(argv: list[str] | None = None) -> None:
 
         click.echo(f"aepose: error: {exc.filename or 'output'}: {describe_os_error(exc)}", err=True)
         sys.exit(OutputError.exit_code)
+    if status:  # a command's own exit status: 1 when some inputs failed
+        sys.exit(status)

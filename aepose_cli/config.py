@@ -6,6 +6,7 @@ hrnet_w32_coco_512x512.py in mmpose 0.29) so that a default run reproduces mmpos
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,29 @@ class ModelChoice:
     name: str | None = None
     checkpoint: Path | None = None
     keypoints: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """What a video run writes and which frames it reads (`aepose video`'s own options).
+
+    `out` / `json_out` follow the output-flag rule of `io.output_paths.resolve_output` (None:
+    the default file, False: off, a folder, a file); `jsonl_out` None is off, '-' is stdout.
+    `smooth` implies `track`. `skip_existing`: skip videos whose outputs a run with the same
+    settings finished, restart half-done ones (or resume them exactly where that is possible,
+    see `jobs.video.resumable`).
+    """
+
+    out: str | os.PathLike[str] | bool | None = None
+    json_out: str | os.PathLike[str] | bool | None = None
+    jsonl_out: str | None = None
+    start: float | None = None
+    end: float | None = None
+    stride: int = 1
+    track: bool = False
+    smooth: bool = False
+    skip_existing: bool = False
+    # Names the encoder's temporary MP4 (`VideoSink(part_token=...)`); None: a random one.
+    # A run of several videos gives itself one token, so a video retried after its Ray worker
+    # died overwrites the dead attempt's temporary instead of leaving it beside the output.
+    part_token: str | None = None

@@ -1,4 +1,5 @@
-"""Everything the commands print: progress bars, stage tables, the failure report.
+"""Everything the commands print: progress bars, stage tables, the failure report, the metrics
+and the model zoo tables.
 
 rich is imported here and nowhere else in the command path, so the library (`import aepose_cli`)
 never loads it. Results go to stdout only where a command promises them (tables of `models` and
@@ -6,18 +7,22 @@ never loads it. Results go to stdout only where a command promises them (tables 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -62,6 +67,54 @@ def progress(unit: str, enabled: bool = True) -> Progress:
     )
 
 
+class Bars:
+    """The command line's `types.Progress`: one live display of bars on stderr for a command.
+
+    The first task opened starts the display and closing it stops the display (the bar stays on
+    screen, finished); tasks opened inside it (the current video's frames inside the run's
+    videos) are removed when they close. `enabled=False` draws nothing.
+    """
+
+    def __init__(self, unit: str, *, enabled: bool = True) -> None:
+        self._bars = progress(unit, enabled)
+        self._open = 0
+
+    @contextmanager
+    def task(self, description: str, total: float | None, unit: str) -> Iterator[Callable[[float], None]]:
+        outermost = self._open == 0
+        if outermost:
+            self._bars.start()
+        task = self._bars.add_task(description, total=total, unit=unit)
+        self._open += 1
+        try:
+            yield lambda n=1: self._bars.advance(task, n)
+        finally:
+            self._open -= 1
+            if outermost:
+                self._bars.stop()
+            else:
+                self._bars.remove_task(task)
+
+
+class DownloadBar:
+    """The command line's `types.Progress` for a model download: bytes, speed and ETA on stderr
+    (stdout may carry JSON output)."""
+
+    @contextmanager
+    def task(self, description: str, total: float | None, unit: str) -> Iterator[Callable[[float], None]]:
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
+        with bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+
+
 def report_failures(failures: Sequence[tuple[str, str]]) -> None:
     """The inputs that failed, one line each (each reason already names its file)."""
     if not failures:
@@ -93,4 +146,37 @@ def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint eval
     for name in METRIC_NAMES:
         value = metrics[name]
         table.add_row(name, "n/a" if value == -1 else f"{value:.3f}")
+    return table
+
+
+def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
+    """The zoo as a rich table: keypoints, width, published AP, whether it is cached.
+
+    Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
+    """
+    from .zoo import checkpoint_path, zoo_models
+
+    table = Table(title="aepose model zoo (AP: published val, flip test)")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("keypoints", no_wrap=True)
+    table.add_column("width", justify="right")
+    table.add_column("AP single", justify="right")
+    table.add_column("AP multi-scale", justify="right")
+    table.add_column("cached")
+    if urls:
+        table.add_column("cache path", overflow="fold")
+        table.add_column("URL", overflow="fold")
+    for model in zoo_models().values():
+        path = checkpoint_path(model, cache)
+        row = [
+            model.name,
+            f"{model.keypoints.name.upper()} ({model.keypoints.num_joints})",
+            f"W{model.width}",
+            f"{model.ap_single:.3f}",
+            f"{model.ap_multi:.3f}",
+            "yes" if path.is_file() else "no",
+        ]
+        if urls:
+            row += [str(path), model.url]
+        table.add_row(*row)
     return table

@@ -151,7 +151,7 @@ def e2e_table(args, console) -> None:
         ckpt = Path(tmp) / "w32_random.pth"
         torch.save({"state_dict": full_size_model(32).state_dict(), "meta": {}}, ckpt)
         estimators = {
-            backend: PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads, progress=False)
+            backend: PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads)
             for backend in BACKENDS if is_installed(backend)
         }
         last = {name: est.predict_batch(images) for name, est in estimators.items()}  # warm-up

@@ -66,7 +66,7 @@ def main() -> None:
     network_s = timed(lambda: engine.network(batch), repeat=3)
 
     # Estimator wrapper for grouping (the network inside it is never run here).
-    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, progress=False)
+    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config)
 
     raw = np.load(SHARED / "golden" / "grouping" / "217285.npz")["raw"].astype(np.float32)[0]
     raw_t = torch.from_numpy(raw)

@@ -37,7 +37,7 @@ PROBE = textwrap.dedent(
     applied = None
     if setup == "engine":
         from aepose_cli.estimator import PoseEstimator
-        PoseEstimator(checkpoint=sys.argv[3], device="cpu", progress=False)
+        PoseEstimator(checkpoint=sys.argv[3], device="cpu")
     elif setup == "keep":
         from aepose_cli.host_memory import keep_freed_memory
         applied = keep_freed_memory()

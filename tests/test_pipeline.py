@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from aepose_cli.engines.single import run_pipeline
 from aepose_cli.errors import InputError
-from aepose_cli.pipeline import run_pipeline
 from aepose_cli.types import STAGES, FrameResult, WorkItem
 
 

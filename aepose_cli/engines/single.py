@@ -1,4 +1,4 @@
-"""Streaming orchestration: decoding, the network, grouping and writing overlap.
+"""The single-process engine: decoding, the network, grouping and writing overlap in threads.
 
     reader thread ──prepared──▶ network (this thread, batched) ──maps──▶ grouping pool
                                                                              │ (futures, in order)
@@ -9,24 +9,26 @@ input is. Besides the item counts, the decoded images and network inputs in flig
 in bytes (`memory_budget`): the reader waits before taking another item while the items it has
 handed on but the writer has not finished hold more than that, so four 100-megapixel images
 never sit in the queues together. At least `batch_size` items are always admitted, so a batch
-can fill (and which items share a batch never depends on timing). Per-item failures (an unreadable image, say) travel down the same queues as results,
-so they are reported in order and never stop the other items.
+can fill (and which items share a batch never depends on timing). Per-item failures (an
+unreadable image, say) travel down the same queues as results, so they are reported in order and
+never stop the other items. What each stage does to an item is `engines.stages`, shared with the
+Ray engine; `SingleRunner` is this engine's face to a job (`jobs.base.Runner`).
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ..errors import AeposeError
+from ..types import Progress, Sink, StageTimes, WorkItem
+from . import stages
 
-from .errors import AeposeError, InputError, UnnamedInputError
-from .estimator import PoseEstimator
-from .types import FrameResult, Sink, StageTimes, WorkItem
+if TYPE_CHECKING:
+    from ..estimator import PoseEstimator
 
 _DONE = object()
 
@@ -35,15 +37,35 @@ _DONE = object()
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
-@dataclass
-class _Prepared:
-    item: WorkItem
-    image: np.ndarray | None = None
-    geometry: Any = None
-    inputs: Any = None
-    error: BaseException | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    nbytes: int = 0
+class SingleRunner:
+    """This process as the runner of a job (`jobs.base.Runner`): `run_pipeline` around one
+    estimator for a stream of items, or a job function called on each task in turn."""
+
+    def __init__(self, estimator: PoseEstimator) -> None:
+        self.estimator = estimator
+        self.keypoints = estimator.keypoints
+        self.config = estimator.config
+        self.description = str(estimator.config.device)
+
+    def __enter__(self) -> SingleRunner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+    def run(self, items: Iterable[WorkItem], sink: Sink, *, on_progress: Callable[[int], None] | None = None, keep_images: bool = True) -> StageTimes:
+        """Every item through the stages into `sink`, in item order (see `run_pipeline`)."""
+        return run_pipeline(items, self.estimator, sink, on_progress=on_progress)
+
+    def map(self, fn: Callable[[SingleRunner, Any, Progress | None], Any], tasks: Sequence[Any], *, progress: Progress | None = None) -> Iterator[tuple[int, Any]]:
+        """`fn(self, task, progress)` for each task, one after the other, in this process; yields
+        (position, answer), or (position, the AeposeError that stopped that task)."""
+        for position, task in enumerate(tasks):
+            try:
+                answer = fn(self, task, progress)
+            except AeposeError as error:
+                answer = error
+            yield position, answer
 
 
 def run_pipeline(
@@ -76,22 +98,11 @@ def run_pipeline(
                 item = next(iterator, None)
                 if item is None:
                     break
-                prep = _Prepared(item)
-                try:
-                    prep.image = item.load()
-                    t1 = time.perf_counter()
-                    prep.timings["decode"] = t1 - t0
-                    prep.geometry, prep.inputs = estimator.engine.prepare(prep.image)
-                    prep.timings["preprocess"] = time.perf_counter() - t1
-                except (AeposeError, OSError, ValueError) as exc:
-                    if isinstance(exc, UnnamedInputError):
-                        exc = InputError(f"{item.key}: {exc}")  # name the image it refused
-                    prep.error = exc
-                    prep.image = prep.inputs = None
-                prep.nbytes = _nbytes(prep)
-                if not budget.acquire(prep.nbytes, stop):
+                prep = stages.prepare(item, estimator.engine.prepare, started=t0)
+                nbytes = _nbytes(prep)
+                if not budget.acquire(nbytes, stop):
                     break
-                _put(prepared_q, prep, stop)
+                _put(prepared_q, (item, prep, nbytes), stop)
         except BaseException as exc:  # a source that breaks (e.g. a video stream) ends the run
             errors.append(exc)
         finally:
@@ -103,26 +114,12 @@ def run_pipeline(
                 entry = written_q.get()
                 if entry is _DONE:
                     return
-                prep, future = entry
-                error = prep.error
-                if error is None:
-                    try:
-                        result: FrameResult = future.result()
-                    except AeposeError as exc:
-                        error = exc
-                if error is not None:
-                    times.failures.append((prep.item.key, str(error)))
-                else:
-                    # The frame's own stages in pipeline order, then whatever the sink adds.
-                    result.timings = {**prep.timings, **result.timings}
-                    sink.write(prep.item, prep.image, result)
-                    for stage, seconds in result.timings.items():
-                        times.add(stage, seconds)
-                budget.release(prep.nbytes)
-                del prep, future, entry
-                times.items += 1
-                if on_progress is not None:
-                    on_progress(1)
+                item, prep, nbytes, future = entry
+                if future is not None:
+                    future.result()  # grouping done (its failure is kept in `prep`)
+                stages.deliver(item, prep, sink, times, on_progress)
+                budget.release(nbytes)
+                del item, prep, future, entry
         except BaseException as exc:
             errors.append(exc)
             stop.set()
@@ -135,24 +132,15 @@ def run_pipeline(
     writer_thread.start()
     pool = ThreadPoolExecutor(max_workers=grouping_workers, thread_name_prefix="aepose-group")
     try:
-        for batch in _batches(prepared_q, batch_size, stop):
-            good = [p for p in batch if p.error is None]
-            maps_list = []
-            if good:
-                t0 = time.perf_counter()
-                maps_list = estimator.engine.infer_prepared([(p.geometry, p.inputs) for p in good])
-                share = (time.perf_counter() - t0) / len(good)  # each image's share of its batch
-                for p in good:
-                    p.timings["network"] = share
-            maps_iter = iter(maps_list)
-            for prep in batch:
+        for batch in stages.consecutive(_taken(prepared_q), batch_size):
+            # Network and aggregation here, on this thread, in one call per batch.
+            stages.forward([prep for _, prep, _ in batch], estimator.engine.infer_prepared)
+            for item, prep, nbytes in batch:
                 future: Future | None = None
                 if prep.error is None:
-                    future = pool.submit(
-                        estimator.result_from_maps, next(maps_iter), prep.item.index,
-                        source=prep.item.key, timestamp=prep.item.timestamp,
-                    )
-                _put(written_q, (prep, future), stop)
+                    future = pool.submit(stages.group, prep, prep.outputs, estimator.result_from_maps)
+                    prep.outputs = None
+                _put(written_q, (item, prep, nbytes, future), stop)
             if stop.is_set():
                 break
     except BaseException:
@@ -172,7 +160,16 @@ def run_pipeline(
     return times
 
 
-def _nbytes(prep: _Prepared) -> int:
+def _taken(q: queue.Queue) -> Iterator[Any]:
+    """The reader's entries, in order, until it is done."""
+    while True:
+        entry = q.get()
+        if entry is _DONE:
+            return
+        yield entry
+
+
+def _nbytes(prep: stages.Prepared) -> int:
     total = int(getattr(prep.image, "nbytes", 0))
     for tensor in prep.inputs if isinstance(prep.inputs, (list, tuple)) else ():
         if hasattr(tensor, "element_size"):
@@ -210,25 +207,6 @@ class _ByteBudget:
     def wake(self) -> None:
         with self.cond:
             self.cond.notify_all()
-
-
-def _batches(q: queue.Queue, size: int, stop: threading.Event) -> Iterator[list[_Prepared]]:
-    """Consecutive items in batches of exactly `size` (the last may be shorter).
-
-    Which items share a batch must not depend on timing: a batched convolution rounds
-    differently (~1e-6) from another batch composition, so taking "whatever is ready" made the
-    same command give slightly different poses from run to run.
-    """
-    while not stop.is_set():
-        batch: list[_Prepared] = []
-        while len(batch) < size:
-            entry = q.get()
-            if entry is _DONE:
-                if batch:
-                    yield batch
-                return
-            batch.append(entry)
-        yield batch
 
 
 def _put(q: queue.Queue, value, stop: threading.Event, force: bool = False) -> None:
