@@ -76,7 +76,7 @@ def _checkpoint(root: Path) -> Path:
 
 def child(args) -> None:
     t_start = time.perf_counter()
-    from aepose_cli.commands.common import build_runner
+    from aepose_cli.cli.runtime import build_runner
     from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
     from aepose_cli.io.coco_json import CocoJsonWriter
     from aepose_cli.io.sources import list_images, read_image

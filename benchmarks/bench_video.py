@@ -43,7 +43,7 @@ def throughput(args) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from aepose_cli.commands.video import run_video
+    from aepose_cli.cli.video import run_video
     from aepose_cli.config import VideoOptions
     from aepose_cli.estimator import PoseEstimator
     from aepose_cli.io.decode import VideoSource
@@ -107,7 +107,7 @@ def memory(args) -> None:
         ckpt = _checkpoint(args.model, tmp)
         for frames in (100, 400):
             code = (
-                "import resource, sys; from aepose_cli.cli import main\n"
+                "import resource, sys; from aepose_cli.cli.main import main\n"
                 "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
                 "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
             )

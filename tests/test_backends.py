@@ -170,7 +170,7 @@ def test_cli_onnxruntime_matches_torch_end_to_end(tmp_path):
 def _cli_with(prelude: str, home, *args) -> subprocess.CompletedProcess:
     """`aepose ARGS` in a fresh interpreter after running `prelude` (to simulate the environment),
     with `home` as $AEPOSE_HOME (so no cached ONNX graph of another run is reused)."""
-    code = f"{prelude}\nfrom aepose_cli.cli import main\nmain({[str(a) for a in args]!r})"
+    code = f"{prelude}\nfrom aepose_cli.cli.main import main\nmain({[str(a) for a in args]!r})"
     env = {**cli_env(), "AEPOSE_HOME": str(home)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from aepose_cli.commands.video import run_video, run_videos
+from aepose_cli.cli.video import run_video, run_videos
 from aepose_cli.config import DrawConfig, InferenceConfig, ModelChoice, VideoOptions
 from aepose_cli.errors import ConfigError, InputError, Interrupted
 from aepose_cli.io.decode import VideoSource

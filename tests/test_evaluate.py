@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from aepose_cli.console import metrics_table
+from aepose_cli.cli.console import metrics_table
 from aepose_cli.errors import AnnotationError
 from aepose_cli.evaluation.cocoeval import METRIC_NAMES, evaluate_keypoints
 from aepose_cli.keypoints import AIC, COCO

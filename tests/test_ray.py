@@ -378,7 +378,7 @@ def test_a_local_rays_workers_start_with_malloc_tuned_and_the_driver_keeps_its_e
 
 def _cli_in_process(prelude: str, *args, epilogue: str = "") -> subprocess.CompletedProcess:
     """`aepose ARGS` called in a fresh interpreter after `prelude`, then `epilogue`."""
-    code = f"{prelude}\nfrom aepose_cli.cli import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
+    code = f"{prelude}\nfrom aepose_cli.cli.main import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=300)
 
 

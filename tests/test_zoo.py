@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from aepose_cli import zoo
-from aepose_cli.console import DownloadBar, models_table
+from aepose_cli.cli.console import DownloadBar, models_table
 from aepose_cli.errors import CheckpointError, ConfigError, DownloadError
 from aepose_cli.keypoints import AIC, COCO, MHP
 from aepose_cli.zoo import (

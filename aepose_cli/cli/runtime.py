@@ -1,7 +1,8 @@
-"""What every inference command does to the process and how it builds its runner.
+"""The process owner: what a command does to its process, and the runner it hands its job.
 
-The command owns the process: it sets torch's threads (`--threads`), and hands the library its
-console bars. The library itself changes nothing process-wide.
+A command owns its process; the library changes nothing process-wide. So this module, for the
+command line: sets torch's threads (`--threads`), hands the library the console's bars, and
+builds the runner (this process, or Ray with its core logs kept off the terminal).
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 
 def build_estimator(model: ModelChoice, config: InferenceConfig) -> PoseEstimator:
     """The estimator of a command, with a download bar if the model is fetched."""
-    from ..console import DownloadBar
     from ..estimator import PoseEstimator
+    from .console import DownloadBar
 
     if config.threads:
         import torch
@@ -35,8 +36,8 @@ def build_runner(model: ModelChoice, config: InferenceConfig, engine: EngineConf
     Enter it (`with runner:`) before any output or progress bar: Ray starts or is joined then,
     so that its failures come first, and it is stopped or left on exit."""
     if engine is not None and engine.engine == "ray":
-        from ..console import DownloadBar
         from ..engines.ray import RayRunner
+        from .console import DownloadBar
 
         return RayRunner(model, config, engine, progress=DownloadBar(), filter_core_logs=True)
     from ..engines.single import SingleRunner

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .types import STAGES, StageTimes
+from ..types import STAGES, StageTimes
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -141,7 +141,7 @@ def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint eval
     table = Table(title=title)
     table.add_column("Metric")
     table.add_column("Value", justify="right")
-    from .evaluation.cocoeval import METRIC_NAMES
+    from ..evaluation.cocoeval import METRIC_NAMES
 
     for name in METRIC_NAMES:
         value = metrics[name]
@@ -154,7 +154,7 @@ def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
 
     Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
     """
-    from .zoo import checkpoint_path, zoo_models
+    from ..zoo import checkpoint_path, zoo_models
 
     table = Table(title="aepose model zoo (AP: published val, flip test)")
     table.add_column("name", style="bold", no_wrap=True)

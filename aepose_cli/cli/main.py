@@ -1,7 +1,7 @@
 """The `aepose` command line: click declarations only.
 
-Each command parses its options into frozen configs and calls the body in `commands/`
-(images and folder, video, evaluate, models). Option groups are plain decorator functions so
+Each command parses its options into frozen configs and calls the body in its own module of
+`cli/` (images and folder, video, evaluate, export, models), which returns an exit status. Option groups are plain decorator functions so
 a new command or option slots in without touching the others. Library errors (`AeposeError`)
 become one line on stderr and a non-zero exit code in `main`, and only there.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .config import (
+from .. import __version__
+from ..config import (
     BACKEND_CHOICES,
     DEFAULT_MAX_PIXELS,
     ENGINES,
@@ -25,10 +25,10 @@ from .config import (
     ModelChoice,
     check_engine_device,
 )
-from .errors import AeposeError, ConfigError, Interrupted
-from .io.coco_json import JSON_STYLES
-from .io.sources import IMAGE_EXTENSIONS
-from .keypoints import KEYPOINT_SETS
+from ..errors import AeposeError, ConfigError, Interrupted
+from ..io.coco_json import JSON_STYLES
+from ..io.sources import IMAGE_EXTENSIONS
+from ..keypoints import KEYPOINT_SETS
 
 # -- option types ----------------------------------------------------------------------------
 # Upper bounds that keep one image's memory sane whatever the flags (issue 8): the reference
@@ -246,7 +246,7 @@ def cli() -> None:
 @click.option("--download", "download", metavar="NAME", default=None, help="Fetch this model into the cache (for offline machines) and print its path.")
 def models(urls, download) -> None:
     """List the published models, their COCO/AIC/MHP AP and whether they are cached."""
-    from .commands.models import run_download, run_models
+    from .models import run_download, run_models
 
     if download is not None:
         return run_download(download)
@@ -268,7 +268,7 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
     No output may be an input or share its name with another output: the same image given
     twice, or two images whose annotated copies would get one name (a/p.jpg and b/p.jpg with
     --out DIR/), are refused before the model loads (not renamed)."""
-    from .commands.images import run_image
+    from .images import run_image
 
     return run_image(
         list(images), False if no_images else out, False if no_json else json_out, json_style,
@@ -292,7 +292,7 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
 def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, **opts) -> None:
     """Estimate poses for every image of a folder (streamed, resumable, shardable; on Ray
     workers with --engine ray)."""
-    from .commands.images import run_folder
+    from .images import run_folder
 
     engine = _engine_config(opts)
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in (x.strip().lower() for x in ext.split(",")) if e)
@@ -318,7 +318,7 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
 @engine_options
 def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, report_dir, **opts) -> None:
     """COCO keypoint AP/AR exactly as the reference evaluator computes it."""
-    from .commands.evaluate import run_evaluate
+    from .evaluate import run_evaluate
 
     engine = _engine_config(opts)
     model = _model_choice(opts)
@@ -342,8 +342,8 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="File to write (atomically).")
 def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
     """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
-    from .commands.export import parse_static, run_export
     from .console import DownloadBar, err_console
+    from .export import parse_static, run_export
 
     if dynamic and static is not None:
         raise ConfigError("--dynamic and --static contradict each other")
@@ -379,9 +379,9 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
     does not stop the others (exit 1). An interrupted or failed run keeps the frames written so
     far as NAME.partial.mp4 (audio up to the last of them), never under the final name, and
     exits non-zero (130 on Ctrl-C)."""
-    from .commands.common import build_estimator
-    from .commands.video import run_videos
-    from .config import VideoOptions
+    from ..config import VideoOptions
+    from .runtime import build_estimator
+    from .video import run_videos
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
@@ -429,8 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(1)
     except OSError as exc:  # a write the commands did not foresee (full disk...): still one line
-        from .errors import OutputError
-        from .io.output_plan import describe_os_error
+        from ..errors import OutputError
+        from ..io.output_plan import describe_os_error
 
         click.echo(f"aepose: error: {exc.filename or 'output'}: {describe_os_error(exc)}", err=True)
         sys.exit(OutputError.exit_code)

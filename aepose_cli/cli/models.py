@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..console import DownloadBar, models_table, out_console
+from .console import DownloadBar, models_table, out_console
 
 
 def run_models(*, urls: bool = False) -> int:

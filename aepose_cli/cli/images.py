@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
-from ..console import Bars, DownloadBar, err_console, report_failures
 from ..jobs.images import ImagesOutcome, plan_folder, plan_images, run_images
-from .common import build_runner, require_engine
+from .console import Bars, DownloadBar, err_console, report_failures
+from .runtime import build_runner, require_engine
 
 
 def run_image(

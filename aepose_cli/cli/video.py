@@ -11,7 +11,6 @@ from __future__ import annotations
 import click
 
 from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice, VideoOptions
-from ..console import Bars, DownloadBar, err_console, report_failures, stage_table
 from ..errors import ConfigError
 from ..estimator import PoseEstimator
 from ..io.decode import source_kind
@@ -28,7 +27,8 @@ from ..jobs.video import (
     run_videos as run_video_jobs,
 )
 from ..jobs.video_plan import VideoJob, expand_sources, plan_videos
-from .common import build_runner, require_engine
+from .console import Bars, DownloadBar, err_console, report_failures, stage_table
+from .runtime import build_runner, require_engine
 
 
 def run_video(

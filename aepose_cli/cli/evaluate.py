@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from ..config import EngineConfig, InferenceConfig, ModelChoice
-from ..console import Bars, DownloadBar, err_console, metrics_table, out_console, report_failures, stage_table
 from ..errors import AnnotationError, ConfigError, InputError
-from .common import build_runner, require_engine
+from .console import Bars, DownloadBar, err_console, metrics_table, out_console, report_failures, stage_table
+from .runtime import build_runner, require_engine
 
 
 def run_evaluate(
