@@ -111,6 +111,10 @@ class PoseEstimator:
     `refine=False`, `precision="fp16"`, `backend="onnxruntime"`, `threads=2`) override that
     field, of `config` when one is given. `progress` is where a model download shows its
     progress (`types.Progress`); by default nothing is drawn.
+
+    Nothing process-wide is changed: on the CPU, `aepose_cli.keep_freed_memory()` (called once
+    by the program that owns the process, as the command line does) makes the torch network's
+    passes 1.25-1.37x faster by letting malloc keep their buffers (`aepose_cli.host_memory`).
     """
 
     def __init__(

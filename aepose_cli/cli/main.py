@@ -400,10 +400,9 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors and exit codes for library failures."""
-    import warnings
+    from .runtime import configure_process
 
-    # torch < 2.3 warns about its own TypedStorage use when a checkpoint loads; not the user's concern.
-    warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+    configure_process()
     try:
         status = cli.main(args=argv, prog_name="aepose", standalone_mode=False)
     except click.exceptions.Abort:
