@@ -16,13 +16,13 @@ import click
 from .. import __version__
 from ..config import (
     BACKEND_CHOICES,
-    DEFAULT_MAX_PIXELS,
     ENGINES,
     PRECISIONS,
     DrawConfig,
     EngineConfig,
     InferenceConfig,
     ModelChoice,
+    VideoOptions,
     check_engine_device,
 )
 from ..errors import AeposeError, ConfigError, Interrupted
@@ -38,6 +38,11 @@ MAX_SCALE = 4.0
 MAX_BATCH = 256
 MAX_RADIUS = 100
 MAX_THICKNESS = 100
+# The defaults are the configs' own (config.py defines each once); the options show them.
+_INFERENCE = InferenceConfig()
+_DRAW = DrawConfig()
+_ENGINE = EngineConfig()
+_VIDEO = VideoOptions()
 
 
 class FiniteFloat(click.ParamType):
@@ -106,18 +111,18 @@ def model_options(func):
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout); never touches the network."),
         click.option("--keypoints", type=click.Choice(list(KEYPOINT_SETS)), default=None, help="Keypoint set of the checkpoint; default chosen by its number of joints."),
         click.option("--device", default="auto", show_default=True, callback=_check_device, help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs (refused on CPU, where they are slower)."),
-        click.option("--scales", default="1", show_default=True, callback=_parse_scales, help=f"Test scales, e.g. 2,1,0.5 for multi-scale testing (each in (0, {MAX_SCALE:g}])."),
-        click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (average with the mirrored image)."),
-        click.option("--adjust/--no-adjust", default=True, show_default=True, help="Quarter-pixel refinement of peaks."),
-        click.option("--refine/--no-refine", default=True, show_default=True, help="Fill missing joints from the heatmaps near each person's tag."),
-        click.option("--max-people", default=30, show_default=True, type=click.IntRange(1, MAX_PEOPLE), help="Candidates per joint (top-k)."),
-        click.option("--detection-threshold", default=0.1, show_default=True, type=FiniteFloat(0.0, 1.0), help="Minimum heatmap value of a joint candidate, in [0, 1]."),
-        click.option("--tag-threshold", default=1.0, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Maximum tag distance to join a person (> 0)."),
-        click.option("--pose-nms", default=None, type=click.FloatRange(0, 1, min_open=True), help="OKS threshold of pose NMS (default 0.9; evaluate: off)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=_INFERENCE.precision, show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs (refused on CPU, where they are slower)."),
+        click.option("--scales", default=",".join(f"{s:g}" for s in _INFERENCE.scales), show_default=True, callback=_parse_scales, help=f"Test scales, e.g. 2,1,0.5 for multi-scale testing (each in (0, {MAX_SCALE:g}])."),
+        click.option("--flip/--no-flip", default=_INFERENCE.flip, show_default=True, help="Flip test (average with the mirrored image)."),
+        click.option("--adjust/--no-adjust", default=_INFERENCE.adjust, show_default=True, help="Quarter-pixel refinement of peaks."),
+        click.option("--refine/--no-refine", default=_INFERENCE.refine, show_default=True, help="Fill missing joints from the heatmaps near each person's tag."),
+        click.option("--max-people", default=_INFERENCE.max_people, show_default=True, type=click.IntRange(1, MAX_PEOPLE), help="Candidates per joint (top-k)."),
+        click.option("--detection-threshold", default=_INFERENCE.detection_threshold, show_default=True, type=FiniteFloat(0.0, 1.0), help="Minimum heatmap value of a joint candidate, in [0, 1]."),
+        click.option("--tag-threshold", default=_INFERENCE.tag_threshold, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Maximum tag distance to join a person (> 0)."),
+        click.option("--pose-nms", default=None, type=click.FloatRange(0, 1, min_open=True), help=f"OKS threshold of pose NMS (default {_INFERENCE.pose_nms:g}; evaluate: off)."),
         click.option("--no-pose-nms", is_flag=True, default=False, help="Turn pose NMS off (the reference's evaluation path)."),
-        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
-        click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(min=0), help="Refuse images with more pixels than this, read from the file header before decoding (0: no limit)."),
+        click.option("--batch-size", default=_INFERENCE.batch_size, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
+        click.option("--max-pixels", default=_INFERENCE.max_pixels, show_default=True, type=click.IntRange(min=0), help="Refuse images with more pixels than this, read from the file header before decoding (0: no limit)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -127,7 +132,7 @@ def model_options(func):
 def backend_options(func):
     """`--backend` and `--threads`: who runs the network (aepose_cli.backends) and on how many threads."""
     options = [
-        click.option("--backend", type=click.Choice(list(BACKEND_CHOICES)), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
+        click.option("--backend", type=click.Choice(list(BACKEND_CHOICES)), default=_INFERENCE.backend, show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
     ]
     for option in reversed(options):
@@ -138,7 +143,7 @@ def backend_options(func):
 def engine_options(func):
     """`--engine` and what it takes: who runs the stages (this process, or Ray workers)."""
     options = [
-        click.option("--engine", type=click.Choice(list(ENGINES)), default="single", show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
+        click.option("--engine", type=click.Choice(list(ENGINES)), default=_ENGINE.engine, show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
         click.option("--workers", type=click.IntRange(min=1), default=None, help="--engine ray: network workers (actors), each loading the model once [default: 1]."),
         click.option("--gpus-per-worker", type=FiniteFloat(0.0), default=None, help="--engine ray: GPUs per network worker (1: one worker per card; 0: CPU) [default: 0]."),
         click.option("--ray-address", default=None, metavar="ADDR", help="--engine ray: join this Ray cluster (auto, ray://HOST:10001, HOST:6379) instead of starting a local Ray."),
@@ -182,9 +187,9 @@ def json_options(func):
 
 def draw_options(func):
     options = [
-        click.option("--kpt-thr", default=0.3, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
-        click.option("--radius", default=4, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
-        click.option("--thickness", default=1, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
+        click.option("--kpt-thr", default=_DRAW.kpt_thr, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
+        click.option("--radius", default=_DRAW.radius, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
+        click.option("--thickness", default=_DRAW.thickness, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -199,7 +204,7 @@ def _device(name: str) -> str:
     return name
 
 
-def _inference_config(opts: dict, *, nms_default: float | None = 0.9, engine: EngineConfig | None = None) -> InferenceConfig:
+def _inference_config(opts: dict, *, nms_default: float | None = _INFERENCE.pose_nms, engine: EngineConfig | None = None) -> InferenceConfig:
     if opts["no_pose_nms"] and opts["pose_nms"] is not None:
         raise ConfigError("--pose-nms and --no-pose-nms contradict each other")
     device = _device(opts["device"])
@@ -365,7 +370,7 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file, or a folder (one SOURCE.pose.jsonl per video), or '-' for stdout.")
 @click.option("--start", type=FiniteFloat(0.0), default=None, help="Start time in seconds.")
 @click.option("--end", type=FiniteFloat(0.0, low_open=True), default=None, help="End time in seconds (after --start).")
-@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
+@click.option("--stride", type=click.IntRange(min=1), default=_VIDEO.stride, show_default=True, help="Process every N-th frame.")
 @click.option("--track", is_flag=True, help="Give each person a stable id across frames (greedy OKS matching).")
 @click.option("--smooth", is_flag=True, help="One-Euro filter on tracked keypoints (implies --track).")
 @model_options
@@ -379,7 +384,6 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
     does not stop the others (exit 1). An interrupted or failed run keeps the frames written so
     far as NAME.partial.mp4 (audio up to the last of them), never under the final name, and
     exits non-zero (130 on Ctrl-C)."""
-    from ..config import VideoOptions
     from .runtime import build_estimator
     from .video import run_videos
 
