@@ -106,9 +106,10 @@ def test_the_command_line_makes_freed_buffers_reusable_and_the_library_does_not(
     plain, _ = _probe("plain")
     # The defaults: every pass faults its activations in anew (~78,000 pages on the test VM).
     assert min(plain) > 30_000, plain
-    # A library user who builds and runs a CPU estimator keeps malloc's defaults...
+    # A library user who builds and runs a CPU estimator keeps malloc's defaults (the first
+    # pass may find room in the heap the prediction left free; the others fault anew)...
     after_engine, applied = _probe("engine")
-    assert applied == "False" and min(after_engine) > 30_000, f"page faults per pass after a CPU estimator ran: {after_engine}"
+    assert applied == "False" and min(after_engine[1:]) > 30_000, f"page faults per pass after a CPU estimator ran: {after_engine}"
     # ... and `aepose` (the process's owner) turns the reuse on for its CPU network.
     after_cli, applied = _probe("cli")
     assert applied == "True", after_cli
