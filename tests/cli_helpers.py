@@ -5,7 +5,7 @@ Two ways to run the command, with the same result type (`subprocess.CompletedPro
 - `run_cli`: a real subprocess, `python -m aepose_cli`, exactly as a user runs it. It catches
   what only a fresh process shows: import-time behaviour, memory limits, signals, what the
   interpreter itself prints. Each call pays a Python + torch start-up (seconds on a shared CPU).
-- `run_in_process`: `aepose_cli.cli.main(ARGS)` inside the test process, with what a separate
+- `run_in_process`: `aepose_cli.cli.main.main(ARGS)` inside the test process, with what a separate
   process would give the command emulated: file-descriptor-level capture of stdout and stderr
   (so what C libraries such as OpenCV or libav print is seen, in order with Python's output), a
   fresh interpreter's warning filters (a warning is printed to stderr as it would be there), an
@@ -81,11 +81,11 @@ _SGR = re.compile(r"\x1b\[[0-9;]*m")
 def run_in_process(
     *args: Any, cwd: Path | None = None, env_extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """`aepose ARGS` run by `aepose_cli.cli.main` in this process (see the module docstring);
+    """`aepose ARGS` run by `aepose_cli.cli.main.main` in this process (see the module docstring);
     the same result as `run_cli` gives for everything but the process itself."""
     import torch
 
-    from aepose_cli.cli import main
+    from aepose_cli.cli.main import main
 
     argv = [str(a) for a in args]
     env = {**cli_env(), **(env_extra or {})}

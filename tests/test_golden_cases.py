@@ -29,8 +29,8 @@ import torch
 
 from aepose_cli.backends import create_backend, is_installed
 from aepose_cli.config import InferenceConfig
-from aepose_cli.engine import InferenceEngine, aggregate_outputs
 from aepose_cli.grouping import Candidates, adjust, match_by_tag, person_scores, refine, to_image_coords, top_k
+from aepose_cli.inference import InferenceEngine, aggregate_outputs
 from aepose_cli.keypoints import COCO
 from aepose_cli.model import build_from_checkpoint
 

@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import AeposeError, ConfigError, OutputError
 from .audio import AUDIO_LEAD_S, AudioCopy, open_audio_copy
 from .decode import FALLBACK_RATE, FALLBACK_TIME_BASE, VideoInfo, VideoSource, one_line
+from .output_paths import partial_name
 
 # H.264 encoders to try, best first; the last one is not H.264 but every FFmpeg build has it.
 VIDEO_ENCODER_PREFERENCE: tuple[str, ...] = ("libx264", "h264", "libopenh264", "mpeg4")
@@ -101,11 +102,6 @@ def x264_capabilities_without_avx512() -> str | None:
             kept = [name for name in names if name != "AVX512"]
             return ",".join(kept) if kept else None
     return None
-
-
-def partial_name(path: Path) -> Path:
-    """Where a failed run keeps its frames: `clip.pose.mp4` -> `clip.pose.partial.mp4`."""
-    return path.with_name(f"{path.stem}.partial{path.suffix or '.mp4'}")
 
 
 def _reason(error: BaseException) -> str:

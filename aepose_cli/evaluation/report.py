@@ -1,6 +1,6 @@
 """`aepose evaluate --report DIR`: an HTML page of plots that explain the AP.
 
-`aepose_cli.analysis` computes the numbers; this module draws them with matplotlib (an optional
+`evaluation.analysis` computes the numbers; this module draws them with matplotlib (an optional
 extra, `pip install aepose-cli[report]`, imported only here and only when a report is written,
 with the Agg backend set on a private figure API so no global pyplot state is touched) and
 writes DIR/index.html, DIR/analysis.json and one PNG per plot.
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, MissingDependencyError
+from ..keypoints import KeypointSet
 from . import analysis
-from .errors import ConfigError, MissingDependencyError
-from .keypoints import KeypointSet
 
 REPORT_FILES = ("index.html", "analysis.json")
 PLOTS: tuple[tuple[str, str, str], ...] = (
@@ -157,7 +157,7 @@ def write_report(
 ) -> Path:
     """Analyse, plot and write the report folder atomically; returns the folder.
 
-    `evaluation` is `evaluate.evaluate_keypoints_detailed`'s answer for the same annotations
+    `evaluation` is `cocoeval.evaluate_keypoints_detailed`'s answer for the same annotations
     and results: its arrays give the precision-recall curves, so nothing is evaluated twice.
     """
     target = Path(report_dir)
@@ -189,7 +189,7 @@ def write_report(
 
 def _pr_curves(evaluation: Any) -> dict[str, Any]:
     """Precision at the recall thresholds per area range: OKS .5, .75 and mean over all T."""
-    from .evaluate import AREA_RANGES, OKS_THRESHOLDS
+    from .cocoeval import AREA_RANGES, OKS_THRESHOLDS
 
     precision = evaluation.precision[:, :, 0, :]  # [T, R, A] of the single category
     t50 = int(np.flatnonzero(OKS_THRESHOLDS == 0.5)[0])
@@ -406,7 +406,7 @@ def _plot_sensitivity(figure, data):
 
 
 def _html(data: dict[str, Any], plots: Sequence[tuple[str, str, str]]) -> str:
-    from .evaluate import METRIC_NAMES
+    from .cocoeval import METRIC_NAMES
 
     e = html.escape
     rows = "".join(
@@ -506,6 +506,6 @@ def _commit_folder(target: Path, files: Mapping[str, bytes]) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    from .io.atomic import fsync_folder
+    from ..io.atomic import fsync_folder
 
     fsync_folder(parent)

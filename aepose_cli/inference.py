@@ -20,18 +20,7 @@ from .config import InferenceConfig
 from .keypoints import KeypointSet
 from .model import AENet
 from .preprocess import ImageGeometry, bgr_to_rgb, image_geometry, to_normalised_tensor, warp_image
-
-
-@dataclass
-class AggregatedMaps:
-    """Aggregated maps of one image, on the engine's device, plus its geometry."""
-
-    heatmaps: torch.Tensor  # [K, Hb, Wb] float32
-    tags: torch.Tensor  # [K, Hb, Wb, L] float32, L = 2 with flip test ([..., 0] original)
-    geometry: ImageGeometry
-    # The same tags before projection, `[K, h, w, L]` at heatmap resolution: `tags` is their
-    # bilinear upsampling, which lets grouping bound tags per region cheaply.
-    tags_lowres: torch.Tensor | None = None
+from .types import AggregatedMaps
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The `aepose` command line: click declarations only.
 
-Each command parses its options into frozen configs and calls the body in `commands/`
-(images and folder, video, evaluate, models). Option groups are plain decorator functions so
+Each command parses its options into frozen configs and calls the body in its own module of
+`cli/` (images and folder, video, evaluate, export, models), which returns an exit status. Option groups are plain decorator functions so
 a new command or option slots in without touching the others. Library errors (`AeposeError`)
 become one line on stderr and a non-zero exit code in `main`, and only there.
 """
@@ -13,12 +13,22 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .config import ENGINES, PRECISIONS, DrawConfig, EngineConfig, InferenceConfig
-from .errors import AeposeError, ConfigError, Interrupted
-from .io.coco_json import JSON_STYLES
-from .io.sources import IMAGE_EXTENSIONS
-from .keypoints import KEYPOINT_SETS
+from .. import __version__
+from ..config import (
+    BACKEND_CHOICES,
+    ENGINES,
+    PRECISIONS,
+    DrawConfig,
+    EngineConfig,
+    InferenceConfig,
+    ModelChoice,
+    VideoOptions,
+    check_engine_device,
+)
+from ..errors import AeposeError, ConfigError, Interrupted
+from ..io.coco_json import JSON_STYLES
+from ..io.sources import IMAGE_EXTENSIONS
+from ..keypoints import KEYPOINT_SETS
 
 # -- option types ----------------------------------------------------------------------------
 # Upper bounds that keep one image's memory sane whatever the flags (issue 8): the reference
@@ -28,7 +38,11 @@ MAX_SCALE = 4.0
 MAX_BATCH = 256
 MAX_RADIUS = 100
 MAX_THICKNESS = 100
-DEFAULT_MAX_PIXELS = 100_000_000
+# The defaults are the configs' own (config.py defines each once); the options show them.
+_INFERENCE = InferenceConfig()
+_DRAW = DrawConfig()
+_ENGINE = EngineConfig()
+_VIDEO = VideoOptions()
 
 
 class FiniteFloat(click.ParamType):
@@ -97,18 +111,18 @@ def model_options(func):
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout); never touches the network."),
         click.option("--keypoints", type=click.Choice(list(KEYPOINT_SETS)), default=None, help="Keypoint set of the checkpoint; default chosen by its number of joints."),
         click.option("--device", default="auto", show_default=True, callback=_check_device, help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs (refused on CPU, where they are slower)."),
-        click.option("--scales", default="1", show_default=True, callback=_parse_scales, help=f"Test scales, e.g. 2,1,0.5 for multi-scale testing (each in (0, {MAX_SCALE:g}])."),
-        click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (average with the mirrored image)."),
-        click.option("--adjust/--no-adjust", default=True, show_default=True, help="Quarter-pixel refinement of peaks."),
-        click.option("--refine/--no-refine", default=True, show_default=True, help="Fill missing joints from the heatmaps near each person's tag."),
-        click.option("--max-people", default=30, show_default=True, type=click.IntRange(1, MAX_PEOPLE), help="Candidates per joint (top-k)."),
-        click.option("--detection-threshold", default=0.1, show_default=True, type=FiniteFloat(0.0, 1.0), help="Minimum heatmap value of a joint candidate, in [0, 1]."),
-        click.option("--tag-threshold", default=1.0, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Maximum tag distance to join a person (> 0)."),
-        click.option("--pose-nms", default=None, type=click.FloatRange(0, 1, min_open=True), help="OKS threshold of pose NMS (default 0.9; evaluate: off)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=_INFERENCE.precision, show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs (refused on CPU, where they are slower)."),
+        click.option("--scales", default=",".join(f"{s:g}" for s in _INFERENCE.scales), show_default=True, callback=_parse_scales, help=f"Test scales, e.g. 2,1,0.5 for multi-scale testing (each in (0, {MAX_SCALE:g}])."),
+        click.option("--flip/--no-flip", default=_INFERENCE.flip, show_default=True, help="Flip test (average with the mirrored image)."),
+        click.option("--adjust/--no-adjust", default=_INFERENCE.adjust, show_default=True, help="Quarter-pixel refinement of peaks."),
+        click.option("--refine/--no-refine", default=_INFERENCE.refine, show_default=True, help="Fill missing joints from the heatmaps near each person's tag."),
+        click.option("--max-people", default=_INFERENCE.max_people, show_default=True, type=click.IntRange(1, MAX_PEOPLE), help="Candidates per joint (top-k)."),
+        click.option("--detection-threshold", default=_INFERENCE.detection_threshold, show_default=True, type=FiniteFloat(0.0, 1.0), help="Minimum heatmap value of a joint candidate, in [0, 1]."),
+        click.option("--tag-threshold", default=_INFERENCE.tag_threshold, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Maximum tag distance to join a person (> 0)."),
+        click.option("--pose-nms", default=None, type=click.FloatRange(0, 1, min_open=True), help=f"OKS threshold of pose NMS (default {_INFERENCE.pose_nms:g}; evaluate: off)."),
         click.option("--no-pose-nms", is_flag=True, default=False, help="Turn pose NMS off (the reference's evaluation path)."),
-        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
-        click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(min=0), help="Refuse images with more pixels than this, read from the file header before decoding (0: no limit)."),
+        click.option("--batch-size", default=_INFERENCE.batch_size, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Images per network pass (equal sizes are batched; lower it for multi-scale on small GPUs)."),
+        click.option("--max-pixels", default=_INFERENCE.max_pixels, show_default=True, type=click.IntRange(min=0), help="Refuse images with more pixels than this, read from the file header before decoding (0: no limit)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -118,8 +132,7 @@ def model_options(func):
 def backend_options(func):
     """`--backend` and `--threads`: who runs the network (aepose_cli.backends) and on how many threads."""
     options = [
-        # Literal choices (aepose_cli.backends.BACKEND_CHOICES): declaring options must not import torch.
-        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="torch", show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
+        click.option("--backend", type=click.Choice(list(BACKEND_CHOICES)), default=_INFERENCE.backend, show_default=True, help="Network runtime: torch (exact: the reference's numbers); onnxruntime or openvino (faster on CPU; their rounding can flip near-ties); auto: the fastest installed (openvino, then onnxruntime, on CPU; torch on CUDA). README 'Speed'."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the network (default: as many as torch uses, i.e. the cores)."),
     ]
     for option in reversed(options):
@@ -130,7 +143,7 @@ def backend_options(func):
 def engine_options(func):
     """`--engine` and what it takes: who runs the stages (this process, or Ray workers)."""
     options = [
-        click.option("--engine", type=click.Choice(list(ENGINES)), default="single", show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
+        click.option("--engine", type=click.Choice(list(ENGINES)), default=_ENGINE.engine, show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
         click.option("--workers", type=click.IntRange(min=1), default=None, help="--engine ray: network workers (actors), each loading the model once [default: 1]."),
         click.option("--gpus-per-worker", type=FiniteFloat(0.0), default=None, help="--engine ray: GPUs per network worker (1: one worker per card; 0: CPU) [default: 0]."),
         click.option("--ray-address", default=None, metavar="ADDR", help="--engine ray: join this Ray cluster (auto, ray://HOST:10001, HOST:6379) instead of starting a local Ray."),
@@ -155,16 +168,9 @@ def _engine_config(opts: dict) -> EngineConfig:
         ray_address=ray_only["--ray-address"],
     )
     # The workers' device follows --gpus-per-worker (Ray gives each worker its own cards);
-    # --device may only say the same.
-    device = opts["device"]
-    wanted = "cuda" if config.gpus_per_worker > 0 else "cpu"
-    if device == "auto":
-        opts["device"] = wanted
-    elif device != wanted:
-        raise ConfigError(
-            f"--device {device} with --engine ray: the workers run on "
-            + ("their GPUs (--gpus-per-worker > 0); leave --device auto" if wanted == "cuda" else "CPUs without --gpus-per-worker; give --gpus-per-worker 1 for one GPU each")
-        )
+    # --device may only say the same (`config.check_engine_device`, once the configs are built).
+    if opts["device"] == "auto":
+        opts["device"] = config.worker_device
     return config
 
 
@@ -181,9 +187,9 @@ def json_options(func):
 
 def draw_options(func):
     options = [
-        click.option("--kpt-thr", default=0.3, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
-        click.option("--radius", default=4, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
-        click.option("--thickness", default=1, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
+        click.option("--kpt-thr", default=_DRAW.kpt_thr, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
+        click.option("--radius", default=_DRAW.radius, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
+        click.option("--thickness", default=_DRAW.thickness, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -198,15 +204,12 @@ def _device(name: str) -> str:
     return name
 
 
-def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> InferenceConfig:
+def _inference_config(opts: dict, *, nms_default: float | None = _INFERENCE.pose_nms, engine: EngineConfig | None = None) -> InferenceConfig:
     if opts["no_pose_nms"] and opts["pose_nms"] is not None:
         raise ConfigError("--pose-nms and --no-pose-nms contradict each other")
     device = _device(opts["device"])
-    if opts["precision"] != "fp32" and not device.startswith("cuda"):
-        # Half precision on CPU runs ~20x slower than fp32 and is not exact: never what is wanted.
-        raise ConfigError(f"--precision {opts['precision']} needs a CUDA device; on {device} use fp32 (the default)")
     pose_nms = None if opts["no_pose_nms"] else (opts["pose_nms"] if opts["pose_nms"] is not None else nms_default)
-    return InferenceConfig(
+    config = InferenceConfig(
         scales=opts["scales"],
         flip=opts["flip"],
         max_people=opts["max_people"],
@@ -222,15 +225,16 @@ def _inference_config(opts: dict, *, nms_default: float | None = 0.9) -> Inferen
         threads=opts["threads"],
         max_pixels=opts["max_pixels"] or None,
     )
+    if engine is not None:
+        check_engine_device(config, engine)
+    return config
 
 
 def _draw_config(opts: dict) -> DrawConfig:
     return DrawConfig(kpt_thr=opts["kpt_thr"], radius=opts["radius"], thickness=opts["thickness"])
 
 
-def _model_choice(opts: dict):
-    from .commands.common import ModelChoice
-
+def _model_choice(opts: dict) -> ModelChoice:
     return ModelChoice(opts["model_name"], opts["checkpoint"], opts["keypoints"])
 
 
@@ -247,12 +251,11 @@ def cli() -> None:
 @click.option("--download", "download", metavar="NAME", default=None, help="Fetch this model into the cache (for offline machines) and print its path.")
 def models(urls, download) -> None:
     """List the published models, their COCO/AIC/MHP AP and whether they are cached."""
-    from .commands.models import run_download, run_models
+    from .models import run_download, run_models
 
     if download is not None:
-        run_download(download)
-    else:
-        run_models(urls=urls)
+        return run_download(download)
+    return run_models(urls=urls)
 
 
 # -- image and folder ----------------------------------------------------------------------
@@ -270,9 +273,9 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
     No output may be an input or share its name with another output: the same image given
     twice, or two images whose annotated copies would get one name (a/p.jpg and b/p.jpg with
     --out DIR/), are refused before the model loads (not renamed)."""
-    from .commands.images import run_image
+    from .images import run_image
 
-    run_image(
+    return run_image(
         list(images), False if no_images else out, False if no_json else json_out, json_style,
         _model_choice(opts), _inference_config(opts), _draw_config(opts),
     )
@@ -294,14 +297,14 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
 def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, **opts) -> None:
     """Estimate poses for every image of a folder (streamed, resumable, shardable; on Ray
     workers with --engine ray)."""
-    from .commands.images import run_folder
+    from .images import run_folder
 
     engine = _engine_config(opts)
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in (x.strip().lower() for x in ext.split(",")) if e)
-    run_folder(
+    return run_folder(
         folder, recursive=recursive, extensions=extensions, shard=shard, skip_existing=skip_existing,
         out=False if no_images else out, json_out=False if no_json else json_out, json_style=json_style,
-        model=_model_choice(opts), config=_inference_config(opts), draw_cfg=_draw_config(opts), engine=engine,
+        model=_model_choice(opts), config=_inference_config(opts, engine=engine), draw_cfg=_draw_config(opts), engine=engine,
     )
 
 
@@ -320,13 +323,13 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
 @engine_options
 def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_images, allow_missing, skip_existing, report_dir, **opts) -> None:
     """COCO keypoint AP/AR exactly as the reference evaluator computes it."""
-    from .commands.evaluate import run_evaluate
+    from .evaluate import run_evaluate
 
     engine = _engine_config(opts)
     model = _model_choice(opts)
     # Inference for evaluation runs without pose NMS unless asked (the reference's test path).
-    config = _inference_config(opts, nms_default=None) if pred_path is None else None
-    run_evaluate(
+    config = _inference_config(opts, nms_default=None, engine=engine) if pred_path is None else None
+    return run_evaluate(
         ann_path, images_dir=images_dir, pred_path=pred_path, results_out=results_out,
         metrics_json=metrics_json, max_images=max_images, allow_missing=allow_missing,
         skip_existing=skip_existing, model=model, config=config, report_dir=report_dir, engine=engine,
@@ -344,13 +347,13 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="File to write (atomically).")
 def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
     """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
-    from .commands.export import parse_static, run_export
-    from .console import err_console
+    from .console import DownloadBar, err_console
+    from .export import parse_static, run_export
 
     if dynamic and static is not None:
         raise ConfigError("--dynamic and --static contradict each other")
     static_hw = parse_static(static)
-    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw)
+    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw, progress=DownloadBar())
     shape = "[N, 3, H, W]" if static_hw is None else f"[1, 3, {static_hw[0]}, {static_hw[1]}]"
     err_console.print(f"wrote {path}: input 'image' {shape} (RGB, normalised), output 'maps' [N, 2K, H/4, W/4] (heatmaps then tags; README 'Export')")
 
@@ -367,7 +370,7 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file, or a folder (one SOURCE.pose.jsonl per video), or '-' for stdout.")
 @click.option("--start", type=FiniteFloat(0.0), default=None, help="Start time in seconds.")
 @click.option("--end", type=FiniteFloat(0.0, low_open=True), default=None, help="End time in seconds (after --start).")
-@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
+@click.option("--stride", type=click.IntRange(min=1), default=_VIDEO.stride, show_default=True, help="Process every N-th frame.")
 @click.option("--track", is_flag=True, help="Give each person a stable id across frames (greedy OKS matching).")
 @click.option("--smooth", is_flag=True, help="One-Euro filter on tracked keypoints (implies --track).")
 @model_options
@@ -381,19 +384,19 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
     does not stop the others (exit 1). An interrupted or failed run keeps the frames written so
     far as NAME.partial.mp4 (audio up to the last of them), never under the final name, and
     exits non-zero (130 on Ctrl-C)."""
-    from .commands.common import build_estimator
-    from .commands.video import VideoOptions, run_videos
+    from .runtime import build_estimator
+    from .video import run_videos
 
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(f"--end {end:g} must be after --start {start:g}", param_hint="--end")
     engine = _engine_config(opts)
-    config = _inference_config(opts)
+    config = _inference_config(opts, engine=engine)
     options = VideoOptions(
         out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,
     )
     model = _model_choice(opts)
-    run_videos(
+    return run_videos(
         list(sources), lambda: build_estimator(model, config), _draw_config(opts), options, model, config=config,
         recursive=recursive, engine=engine,
     )
@@ -401,12 +404,11 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors and exit codes for library failures."""
-    import warnings
+    from .runtime import configure_process
 
-    # torch < 2.3 warns about its own TypedStorage use when a checkpoint loads; not the user's concern.
-    warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+    configure_process()
     try:
-        cli.main(args=argv, prog_name="aepose", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="aepose", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aepose: interrupted", err=True)
         sys.exit(130)
@@ -430,8 +432,10 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(1)
     except OSError as exc:  # a write the commands did not foresee (full disk...): still one line
-        from .errors import OutputError
-        from .io.output_plan import describe_os_error
+        from ..errors import OutputError
+        from ..io.output_plan import describe_os_error
 
         click.echo(f"aepose: error: {exc.filename or 'output'}: {describe_os_error(exc)}", err=True)
         sys.exit(OutputError.exit_code)
+    if status:  # a command's own exit status: 1 when some inputs failed
+        sys.exit(status)

@@ -29,18 +29,15 @@ a Python loop per detection and GT.
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
-from .errors import AnnotationError
-from .oks import oks_nms  # noqa: F401  (re-exported: the evaluator's public OKS-NMS)
+from ..errors import AnnotationError
+from .cocofiles import check_annotations, check_results, load_results, read_json
 
 METRIC_NAMES: tuple[str, ...] = (
     "AP",
@@ -60,7 +57,7 @@ METRIC_NAMES: tuple[str, ...] = (
 _IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 _RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 # Matching accepts an OKS >= min(t, 1 - 1e-10) (a no-op for 0.5..0.95, kept for fidelity).
-_MATCH_THRESHOLDS = np.minimum(_IOU_THRESHOLDS, 1 - 1e-10)
+MATCH_THRESHOLDS = np.minimum(_IOU_THRESHOLDS, 1 - 1e-10)
 # (label, low, high): "all", "medium" and "large" as xtcocotools' keypoint parameters.
 _AREA_RANGES: tuple[tuple[str, float, float], ...] = (
     ("all", 0.0, 1e5**2),
@@ -84,7 +81,7 @@ _EPS = np.spacing(1)
 
 
 @dataclass(frozen=True)
-class _GroundTruth:
+class GroundTruth:
     """Evaluated GT annotations, in xtcocotools' order (image id ascending, then file order)."""
 
     group: np.ndarray  # [G] index of the (category, image) group
@@ -98,7 +95,7 @@ class _GroundTruth:
 
 
 @dataclass(frozen=True)
-class _Detections:
+class Detections:
     """Detections kept for evaluation: top `max_dets` per group, by group then rank."""
 
     group: np.ndarray  # [D]
@@ -110,7 +107,7 @@ class _Detections:
 
 
 @dataclass(frozen=True)
-class _Dataset:
+class Dataset:
     """What the annotation file contributes: sorted image and category ids and raw annotations."""
 
     name: str
@@ -176,7 +173,7 @@ def evaluate_keypoints_detailed(
 
 
 def _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name) -> Evaluation:
-    dataset = _load_dataset(annotations, annotations_name)
+    dataset = load_dataset(annotations, annotations_name)
     sigmas_array = np.asarray(sigmas, dtype=np.float64)
     if sigmas_array.shape != (dataset.num_joints,):
         raise AnnotationError(
@@ -207,7 +204,7 @@ AREA_RANGES = _AREA_RANGES
 
 
 def _evaluate_loaded(
-    dataset: _Dataset,
+    dataset: Dataset,
     results: Sequence[Mapping[str, Any]] | str | Path,
     sigmas: np.ndarray,
     use_area: bool,
@@ -226,178 +223,19 @@ def _evaluate_loaded(
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     category_index = {cat_id: i for i, cat_id in enumerate(dataset.category_ids)}
     num_images = len(dataset.image_ids)
-    gts = _ground_truth(dataset, image_index, category_index, use_area)
-    dts = _detections(result_list, results_name, dataset, image_index, category_index, max_dets)
+    gts = ground_truth(dataset, image_index, category_index, use_area)
+    dts = detections(result_list, results_name, dataset, image_index, category_index, max_dets)
     precision, recall = _accumulate(gts, dts, sigmas, len(category_index), num_images)
     return Evaluation(_summarize(precision, recall), precision, recall)
-
-
-def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint evaluation") -> Table:
-    """The ten metrics as a two-column rich table; -1 (no GT in that range) shows as n/a."""
-    table = Table(title=title)
-    table.add_column("Metric")
-    table.add_column("Value", justify="right")
-    for name in METRIC_NAMES:
-        value = metrics[name]
-        table.add_row(name, "n/a" if value == -1 else f"{value:.3f}")
-    return table
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
 
 
-def _read_json(source: Any, what: str) -> tuple[Any, str]:
-    """Parse a JSON file (or pass an in-memory object through) and name it for messages."""
-    if not isinstance(source, (str, Path)):
-        return source, f"<{what}>"
-    name = str(source)
-    try:
-        with open(source, encoding="utf-8") as handle:
-            return json.load(handle), name
-    except OSError as err:
-        raise AnnotationError(f"{name}: cannot read {what} file ({err.strerror or err})") from err
-    except (ValueError, UnicodeDecodeError) as err:
-        raise AnnotationError(f"{name}: {what} file is not valid JSON ({err})") from err
-
-
-def load_annotations(path: str | Path) -> dict:
-    """A COCO annotation file as a dict, every entry checked (`check_annotations`).
-
-    The CLI reads the file once with this (to pick images and count joints) and hands the dict
-    to `evaluate_keypoints`.
-    """
-    data, name = _read_json(path, "annotations")
-    check_annotations(data, name)
-    return data
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-_NUMBER_TYPES = frozenset((int, float))
-
-
-def _check_numbers(entry: dict, key: str, where: str, *, length: int | None = None, multiple: int | None = None) -> None:
-    """A list of numbers (exact types, so bools and strings fail; cheap enough for 100k results:
-    NaN and infinity in keypoints are caught later, in bulk, by numpy)."""
-    values = entry[key]
-    if not isinstance(values, list) or not set(map(type, values)) <= _NUMBER_TYPES:
-        raise AnnotationError(f"{where}: '{key}' must be a list of numbers, got {_show(values)}")
-    if length is not None and not all(map(math.isfinite, values)):
-        raise AnnotationError(f"{where}: '{key}' must be finite numbers, got {_show(values)}")
-    if length is not None and len(values) != length:
-        raise AnnotationError(f"{where}: '{key}' must have {length} numbers, got {len(values)}")
-    if multiple is not None and len(values) % multiple:
-        raise AnnotationError(f"{where}: '{key}' must have a multiple of {multiple} numbers, got {len(values)}")
-
-
-def check_annotations(data: Any, name: str) -> None:
-    """AnnotationError naming the file and the first bad entry of a COCO keypoint dataset.
-
-    'images', 'annotations' and 'categories' must be lists of objects; every id ('id',
-    'image_id', 'category_id') an integer; 'file_name' a string; 'keypoints' a list of numbers
-    whose length is a multiple of 3; 'bbox' four numbers; 'area' a number.
-    """
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise AnnotationError(f"{name}: not a COCO annotation file (needs 'images' and 'annotations')")
-    for section in ("images", "annotations", "categories"):
-        if section in data and not isinstance(data[section], list):
-            raise AnnotationError(f"{name}: '{section}' must be a list, got {_show(data[section])}")
-    for i, image in enumerate(data["images"]):
-        where = f"{name}: images[{i}]"
-        if not isinstance(image, dict):
-            raise AnnotationError(f"{where}: must be an object, got {_show(image)}")
-        if not _is_int(image.get("id")):
-            raise AnnotationError(f"{where}: 'id' must be an integer, got {_show(image.get('id'))}")
-        if "file_name" in image and not (isinstance(image["file_name"], str) and image["file_name"]):
-            raise AnnotationError(f"{where}: 'file_name' must be a non-empty string, got {_show(image['file_name'])}")
-    for i, cat in enumerate(data.get("categories", [])):
-        where = f"{name}: categories[{i}]"
-        if not isinstance(cat, dict):
-            raise AnnotationError(f"{where}: must be an object, got {_show(cat)}")
-        if not _is_int(cat.get("id")):
-            raise AnnotationError(f"{where}: 'id' must be an integer, got {_show(cat.get('id'))}")
-        if "keypoints" in cat and not (isinstance(cat["keypoints"], list) and all(isinstance(k, str) for k in cat["keypoints"])):
-            raise AnnotationError(f"{where}: 'keypoints' must be a list of joint names, got {_show(cat['keypoints'])}")
-    for i, ann in enumerate(data["annotations"]):
-        where = f"{name}: annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise AnnotationError(f"{where}: must be an object, got {_show(ann)}")
-        for key in ("id", "image_id", "category_id"):
-            if not _is_int(ann.get(key)):
-                raise AnnotationError(f"{where}: '{key}' must be an integer, got {_show(ann.get(key))}")
-        if "keypoints" in ann:
-            _check_numbers(ann, "keypoints", where, multiple=3)
-        if "bbox" in ann:
-            _check_numbers(ann, "bbox", where, length=4)
-        if "area" in ann and not _is_number(ann["area"]):
-            raise AnnotationError(f"{where}: 'area' must be a finite number, got {_show(ann['area'])}")
-
-
-def check_results(results: Any, name: str) -> None:
-    """AnnotationError naming the file and the first bad entry of a COCO keypoint results list:
-    objects with integer 'image_id' and 'category_id', 'keypoints' a list of numbers (length a
-    multiple of 3), a finite number 'score', and 'bbox' (if any) four numbers.
-
-    A bulk pass over the fields decides (a few ms for 10,000 results); only when it fails are the
-    entries walked one by one to name the first bad one. Keypoint values are left to the bulk
-    numpy parse of `_detections`, which refuses non-numbers naming the file.
-    """
-    if not isinstance(results, list):
-        raise AnnotationError(f"{name}: results must be a JSON list of detections")
-    if _results_look_valid(results):
-        return
-    for i, r in enumerate(results):
-        _check_result(r, f"{name}: result [{i}]")
-
-
-def _results_look_valid(results: list) -> bool:
-    try:
-        return (
-            {type(r) for r in results} <= {dict}
-            and {type(r.get("image_id")) for r in results} <= {int}
-            and {type(r.get("category_id")) for r in results} <= {int}
-            and {type(r.get("score")) for r in results} <= _NUMBER_TYPES
-            and all(map(math.isfinite, (r["score"] for r in results)))
-            and {type(r.get("keypoints")) for r in results} <= {list}
-            and not any(len(r["keypoints"]) % 3 for r in results)
-            and {type(v) for r in results for v in r.get("bbox") or ()} <= _NUMBER_TYPES
-            and all(len(r["bbox"]) == 4 for r in results if r.get("bbox"))
-            and {type(r.get("bbox", [])) for r in results} <= {list}
-        )  # keypoint values themselves: parsed in bulk by numpy in `_detections`
-    except (TypeError, AttributeError):
-        return False
-
-
-def _check_result(r: Any, where: str) -> None:
-    if not isinstance(r, dict):
-        raise AnnotationError(f"{where}: must be an object, got {_show(r)}")
-    for key in ("image_id", "category_id"):
-        if not _is_int(r.get(key)):
-            raise AnnotationError(f"{where}: '{key}' must be an integer, got {_show(r.get(key))}")
-    if "keypoints" not in r:
-        raise AnnotationError(f"{where}: no 'keypoints'")
-    _check_numbers(r, "keypoints", where, multiple=3)
-    if not _is_number(r.get("score")):
-        raise AnnotationError(f"{where}: 'score' must be a finite number, got {_show(r.get('score'))}")
-    if "bbox" in r and r["bbox"] != []:
-        _check_numbers(r, "bbox", where, length=4)
-
-
-def _load_dataset(source: Any, name: str | None = None) -> _Dataset:
+def load_dataset(source: Any, name: str | None = None) -> Dataset:
     """Read a COCO keypoint dataset; check it has images, categories and keypoints."""
-    data, default_name = _read_json(source, "annotations")
+    data, default_name = read_json(source, "annotations")
     name = name or default_name
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise AnnotationError(f"{name}: not a COCO annotation file (no 'annotations' list)")
@@ -418,18 +256,10 @@ def _load_dataset(source: Any, name: str | None = None) -> _Dataset:
         raise AnnotationError(f"{name}: an image or category entry has no usable 'id'") from err
     if not image_ids or not category_ids:
         raise AnnotationError(f"{name}: no 'images' or no 'categories' to evaluate against")
-    return _Dataset(name, image_ids, category_ids, annotations, lengths.pop() // 3)
+    return Dataset(name, image_ids, category_ids, annotations, lengths.pop() // 3)
 
 
-def load_results(source: Any, name: str | None = None) -> tuple[list, str]:
-    """A COCO results list (file or in-memory list) and its name, every entry checked."""
-    results, default_name = _read_json(source, "results")
-    name = name or default_name
-    check_results(results, name)
-    return results, name
-
-
-def _selected_annotations(dataset: _Dataset, category_index: Mapping[Any, int]) -> list[dict]:
+def _selected_annotations(dataset: Dataset, category_index: Mapping[Any, int]) -> list[dict]:
     """GT in xtcocotools' order: by ascending image id, file order within an image.
 
     Like `COCO.loadAnns`, an id that occurs twice resolves to the last annotation with it.
@@ -452,12 +282,12 @@ def _selected_annotations(dataset: _Dataset, category_index: Mapping[Any, int]) 
     ]
 
 
-def _ground_truth(
-    dataset: _Dataset,
+def ground_truth(
+    dataset: Dataset,
     image_index: Mapping[Any, int],
     category_index: Mapping[Any, int],
     use_area: bool,
-) -> _GroundTruth:
+) -> GroundTruth:
     """Arrays of the evaluated GT, with ignore flags and the two areas xtcocotools uses."""
     anns = _selected_annotations(dataset, category_index)
     k = dataset.num_joints
@@ -487,7 +317,7 @@ def _ground_truth(
         dtype=np.int64,
     )
     order = np.argsort(groups, kind="stable")
-    return _GroundTruth(
+    return GroundTruth(
         group=groups[order],
         ids=ids[order],
         keypoints=keypoints[order],
@@ -499,14 +329,14 @@ def _ground_truth(
     )
 
 
-def _detections(
+def detections(
     results: list,
     name: str,
-    dataset: _Dataset,
+    dataset: Dataset,
     image_index: Mapping[Any, int],
     category_index: Mapping[Any, int],
     max_dets: int,
-) -> _Detections:
+) -> Detections:
     """Detections as xtcocotools loads, filters, ranks and truncates them."""
     k = dataset.num_joints
     try:
@@ -546,7 +376,7 @@ def _detections(
     rank = np.arange(len(order)) - starts
     top = rank < max_dets
     chosen = kept[order[top]]
-    return _Detections(
+    return Detections(
         group=sorted_groups[top],
         rank=rank[top],
         keypoints=keypoints[chosen],
@@ -600,7 +430,7 @@ def _result_areas(results: list, keypoints: np.ndarray, name: str) -> np.ndarray
 # OKS
 
 
-def _pair_indices(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pair_indices(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (detection, GT) pair sharing a group, detection-major, GT in their stored order."""
     first_gt = np.searchsorted(gt_group, det_group, side="left")
     count = np.searchsorted(gt_group, det_group, side="right") - first_gt
@@ -610,9 +440,9 @@ def _pair_indices(gt_group: np.ndarray, det_group: np.ndarray) -> tuple[np.ndarr
     return det_index, gt_index
 
 
-def _pair_oks(
-    gts: _GroundTruth,
-    dts: _Detections,
+def pair_oks(
+    gts: GroundTruth,
+    dts: Detections,
     det_index: np.ndarray,
     gt_index: np.ndarray,
     variances: np.ndarray,
@@ -664,11 +494,11 @@ def _masked_row_means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Pairs:
+class Pairs:
     """Every (detection, GT) pair of the same group, with its OKS."""
 
-    det: np.ndarray  # [P] index into _Detections
-    gt: np.ndarray  # [P] index into _GroundTruth
+    det: np.ndarray  # [P] index into Detections
+    gt: np.ndarray  # [P] index into GroundTruth
     oks: np.ndarray  # [P]
 
 
@@ -692,18 +522,18 @@ class _Bucket:
     ids: np.ndarray  # [B, W] GT annotation ids
 
 
-def _match(
-    gts: _GroundTruth,
-    dts: _Detections,
-    pairs: _Pairs,
+def match(
+    gts: GroundTruth,
+    dts: Detections,
+    pairs: Pairs,
     area_ranges: Sequence[tuple[str, float, float]] = _AREA_RANGES,
-    thresholds: np.ndarray = _MATCH_THRESHOLDS,
+    thresholds: np.ndarray = MATCH_THRESHOLDS,
 ) -> _Matches:
     """Greedy matching of every image at once, rank by rank (sequential only within an image).
 
     Groups are padded to a power-of-two GT count so that one crowded image does not inflate
     the tables of all the others. `area_ranges` and `thresholds` default to the evaluator's;
-    the error analysis (`aepose_cli.analysis`) passes its own.
+    the error analysis (`aepose_cli.evaluation.analysis`) passes its own.
     """
     shape = (len(area_ranges), len(thresholds), len(dts.group))
     gt_id = np.full(shape, -1, dtype=np.int64)
@@ -714,7 +544,7 @@ def _match(
     width = np.where(gt_count > 0, 2 ** np.ceil(np.log2(np.maximum(gt_count, 1))), 0).astype(
         np.int64
     )
-    gt_ignore = _gt_ignore_by_range(gts, area_ranges)
+    gt_ignore = gt_ignore_by_range(gts, area_ranges)
     for pad in np.unique(width[width > 0]):
         members = np.flatnonzero(width == pad)
         bucket = _bucket(
@@ -729,8 +559,8 @@ def _match(
     return _Matches(gt_id, ignored)
 
 
-def _gt_ignore_by_range(
-    gts: _GroundTruth, area_ranges: Sequence[tuple[str, float, float]] = _AREA_RANGES
+def gt_ignore_by_range(
+    gts: GroundTruth, area_ranges: Sequence[tuple[str, float, float]] = _AREA_RANGES
 ) -> np.ndarray:
     """[A, G]: ignored GT per area range (ignore flag or area outside the range)."""
     low = np.array([r[1] for r in area_ranges])[:, None]
@@ -742,9 +572,9 @@ def _gt_ignore_by_range(
 def _bucket(
     members: np.ndarray,
     pad: int,
-    gts: _GroundTruth,
-    dts: _Detections,
-    pairs: _Pairs,
+    gts: GroundTruth,
+    dts: Detections,
+    pairs: Pairs,
     group_of_det: np.ndarray,
     gt_first: np.ndarray,
     gt_count: np.ndarray,
@@ -779,7 +609,7 @@ def _bucket(
 
 
 def _greedy_match(
-    bucket: _Bucket, match_thresholds: np.ndarray = _MATCH_THRESHOLDS
+    bucket: _Bucket, match_thresholds: np.ndarray = MATCH_THRESHOLDS
 ) -> tuple[np.ndarray, np.ndarray]:
     """xtcocotools' `evaluateImg` matching for all groups, ranges and thresholds at once.
 
@@ -819,18 +649,18 @@ def _greedy_match(
 
 
 def _accumulate(
-    gts: _GroundTruth, dts: _Detections, sigmas: np.ndarray, num_categories: int, num_images: int
+    gts: GroundTruth, dts: Detections, sigmas: np.ndarray, num_categories: int, num_images: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision [T, R, C, A] and recall [T, C, A], -1 where a category/range has no GT."""
     variances = (sigmas * 2) ** 2
-    det_index, gt_index = _pair_indices(gts.group, dts.group)
-    pairs = _Pairs(det_index, gt_index, _pair_oks(gts, dts, det_index, gt_index, variances))
-    matches = _match(gts, dts, pairs)
+    det_index, gt_index = pair_indices(gts.group, dts.group)
+    pairs = Pairs(det_index, gt_index, pair_oks(gts, dts, det_index, gt_index, variances))
+    matches = match(gts, dts, pairs)
     low = np.array([r[1] for r in _AREA_RANGES])[:, None, None]
     high = np.array([r[2] for r in _AREA_RANGES])[:, None, None]
     outside = (dts.area < low) | (dts.area > high)  # [A, 1, D]
     det_ignored = matches.ignored | ((matches.gt_id < 0) & outside)
-    gt_ignore = _gt_ignore_by_range(gts)
+    gt_ignore = gt_ignore_by_range(gts)
     num_thr, num_rec, num_ranges = len(_IOU_THRESHOLDS), len(_RECALL_THRESHOLDS), len(_AREA_RANGES)
     precision = -np.ones((num_thr, num_rec, num_categories, num_ranges))
     recall = -np.ones((num_thr, num_categories, num_ranges))
@@ -845,13 +675,13 @@ def _accumulate(
                 continue
             matched = matches.gt_id[area_index][:, dets[order]]
             skip = det_ignored[area_index][:, dets[order]]
-            p, r = _precision_recall(matched, skip, int(regular[area_index]))
+            p, r = precision_recall(matched, skip, int(regular[area_index]))
             precision[:, :, category, area_index] = p
             recall[:, category, area_index] = r
     return precision, recall
 
 
-def _precision_recall(
+def precision_recall(
     matched_gt: np.ndarray, ignored: np.ndarray, num_gt: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated precision at the recall thresholds [T, R] and final recall [T]."""

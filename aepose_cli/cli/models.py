@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import click
 
-from ..console import out_console
+from .console import DownloadBar, models_table, out_console
 
 
-def run_models(*, urls: bool = False) -> None:
+def run_models(*, urls: bool = False) -> int:
     """The zoo table; narrow enough for an 80-column terminal unless `urls` adds URL and path."""
-    from ..zoo import models_table
-
     out_console.print(models_table(urls=urls))
+    return 0
 
 
-def run_download(name: str) -> None:
+def run_download(name: str) -> int:
     """Fetch a zoo model into the cache (verified) and print its path on stdout."""
     from ..zoo import fetch_checkpoint, zoo_model
 
-    path = fetch_checkpoint(zoo_model(name), progress=True)
+    path = fetch_checkpoint(zoo_model(name), progress=DownloadBar())
     click.echo(str(path))
+    return 0

@@ -2,7 +2,7 @@
 
 "Benchmarking and Error Diagnosis in Multi-Instance Pose Estimation" explains AP by the errors
 behind it. This module computes every number of that analysis (no plotting; `report.py` draws
-them) on top of the evaluator's own loading, OKS and matching (`aepose_cli.evaluate`), so the
+them) on top of the evaluator's own loading, OKS and matching (`aepose_cli.evaluation.cocoeval`), so the
 baseline curves are the evaluator's curves bit for bit.
 
 Localization errors (per keypoint of a detection matched to a GT at OKS >= 0.1, GT with at least
@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from . import evaluate as ev
-from .errors import AnnotationError
+from ..errors import AnnotationError
+from . import cocoeval as ev
 
 ERROR_TYPES: tuple[str, ...] = ("miss", "swap", "inversion", "jitter")
 CURVES: tuple[str, ...] = ("baseline", *ERROR_TYPES, "score", "background_fp", "false_negative")
@@ -84,8 +84,8 @@ class AnalysisParams:
 
 @dataclass(frozen=True)
 class _Data:
-    gts: Any  # evaluate._GroundTruth
-    dts: Any  # evaluate._Detections
+    gts: Any  # cocoeval.GroundTruth
+    dts: Any  # cocoeval.Detections
     variances: np.ndarray
     flip: np.ndarray
     gt_row_of_id: dict
@@ -169,7 +169,7 @@ def analyze_keypoints(
 
 
 def _load(annotations, results, sigmas, flip_index, use_area: bool, max_dets: int) -> _Data:
-    dataset = ev._load_dataset(annotations)
+    dataset = ev.load_dataset(annotations)
     sigmas_array = np.asarray(sigmas, dtype=np.float64)
     flip = np.asarray(flip_index, dtype=np.int64)
     if sigmas_array.shape != (dataset.num_joints,) or flip.shape != (dataset.num_joints,):
@@ -187,8 +187,8 @@ def _load(annotations, results, sigmas, flip_index, use_area: bool, max_dets: in
         raise AnnotationError(f"{results_name}: no detections to analyse")
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     category_index = {dataset.category_ids[0]: 0}
-    gts = ev._ground_truth(dataset, image_index, category_index, use_area)
-    dts = ev._detections(result_list, results_name, dataset, image_index, category_index, max_dets)
+    gts = ev.ground_truth(dataset, image_index, category_index, use_area)
+    dts = ev.detections(result_list, results_name, dataset, image_index, category_index, max_dets)
     gt_first = np.searchsorted(gts.group, dts.group, side="left")
     gt_count = np.searchsorted(gts.group, dts.group, side="right") - gt_first
     rows = {int(i): r for r, i in enumerate(gts.ids)}
@@ -213,14 +213,14 @@ def _pr_table(
     non-ignored GT to take out of the count (both after matching, as coco-analyze sets them).
     """
     gts = data.gts if gts is None else gts
-    matches = _matches(gts, dts, data.variances, ranges, ev._MATCH_THRESHOLDS)
+    matches = _matches(gts, dts, data.variances, ranges, ev.MATCH_THRESHOLDS)
     low = np.array([r[1] for r in ranges])[:, None, None]
     high = np.array([r[2] for r in ranges])[:, None, None]
     outside = (dts.area < low) | (dts.area > high)
     ignored = matches.ignored | ((matches.gt_id < 0) & outside)
     if det_ignore is not None:
         ignored = ignored | det_ignore
-    regular = np.count_nonzero(~ev._gt_ignore_by_range(gts, ranges), axis=1)
+    regular = np.count_nonzero(~ev.gt_ignore_by_range(gts, ranges), axis=1)
     order = np.argsort(-dts.score, kind="mergesort")
     num_thr = len(ev.OKS_THRESHOLDS)
     table = []
@@ -232,7 +232,7 @@ def _pr_table(
             num_gt = int(regular[a] - removed[t])
             if num_gt <= 0:
                 continue
-            p, r = ev._precision_recall(
+            p, r = ev.precision_recall(
                 matches.gt_id[a, t : t + 1][:, order], ignored[a, t : t + 1][:, order], num_gt
             )
             precision[t], recall[t] = p[0], r[0]
@@ -247,9 +247,9 @@ def _pr_table(
 
 
 def _matches(gts, dts, variances, ranges, thresholds):
-    det_index, gt_index = ev._pair_indices(gts.group, dts.group)
-    oks = ev._pair_oks(gts, dts, det_index, gt_index, variances)
-    return ev._match(gts, dts, ev._Pairs(det_index, gt_index, oks), ranges, thresholds)
+    det_index, gt_index = ev.pair_indices(gts.group, dts.group)
+    oks = ev.pair_oks(gts, dts, det_index, gt_index, variances)
+    return ev.match(gts, dts, ev.Pairs(det_index, gt_index, oks), ranges, thresholds)
 
 
 def _mean_valid(values: np.ndarray) -> float:
@@ -266,7 +266,7 @@ def _reranked(dts, keypoints: np.ndarray, scores: np.ndarray):
     order = np.lexsort((dts.source, -scores, dts.group))
     group = dts.group[order]
     starts = np.searchsorted(group, group, side="left")
-    return ev._Detections(
+    return ev.Detections(
         group=group,
         rank=np.arange(len(order)) - starts,
         keypoints=keypoints[order],
@@ -388,9 +388,9 @@ def _optimal_scores(data: _Data, kpts: np.ndarray, nms_kpts: np.ndarray, area_ra
     """Best OKS with a non-ignored GT (range `area_range`), then soft-NMS within each image."""
     gts = data.gts
     dts = dataclasses.replace(data.dts, keypoints=kpts)
-    det_index, gt_index = ev._pair_indices(gts.group, dts.group)
-    oks = ev._pair_oks(gts, dts, det_index, gt_index, data.variances)
-    ignored = ev._gt_ignore_by_range(gts, (area_range,))[0]
+    det_index, gt_index = ev.pair_indices(gts.group, dts.group)
+    oks = ev.pair_oks(gts, dts, det_index, gt_index, data.variances)
+    ignored = ev.gt_ignore_by_range(gts, (area_range,))[0]
     usable = ~ignored[gt_index]
     best = np.zeros(len(dts.group))
     np.maximum.at(best, det_index[usable], oks[usable])
@@ -425,9 +425,9 @@ def _background(data: _Data, dts, area_range) -> tuple[np.ndarray, np.ndarray, l
     (coco-analyze accumulates the ignore flags from the lowest threshold).
     """
     gts = data.gts
-    matches = _matches(gts, dts, data.variances, (area_range,), ev._MATCH_THRESHOLDS)
+    matches = _matches(gts, dts, data.variances, (area_range,), ev.MATCH_THRESHOLDS)
     false_pos = matches.gt_id[0] < 0
-    regular = ~ev._gt_ignore_by_range(gts, (area_range,))[0]
+    regular = ~ev.gt_ignore_by_range(gts, (area_range,))[0]
     unmatched_so_far = np.zeros(len(gts.group), dtype=bool)
     removed, counts = [], []
     for t in range(len(ev.OKS_THRESHOLDS)):
@@ -449,7 +449,7 @@ def _sensitivity(data: _Data, main_range) -> dict[str, Any]:
     gts = data.gts
     out: dict[str, Any] = {}
     size = _pr_table(data, data.dts, SIZE_BUCKETS)
-    regular = ~ev._gt_ignore_by_range(gts, SIZE_BUCKETS)
+    regular = ~ev.gt_ignore_by_range(gts, SIZE_BUCKETS)
     out["size"] = [
         {"label": b[0], "low": b[1], "high": b[2], "num_gt": int(regular[i].sum()), **_ap_summary(size[i])}
         for i, b in enumerate(SIZE_BUCKETS)
@@ -474,7 +474,7 @@ def _sensitivity(data: _Data, main_range) -> dict[str, Any]:
 def _bucket_ap(data: _Data, main_range, member: np.ndarray, label: str, lo: int, hi: int) -> dict:
     gts = dataclasses.replace(data.gts, ignore=data.gts.ignore | ~member)
     table = _pr_table(data, data.dts, (main_range,), gts=gts)[0]
-    num_gt = int(np.count_nonzero(~ev._gt_ignore_by_range(gts, (main_range,))[0]))
+    num_gt = int(np.count_nonzero(~ev.gt_ignore_by_range(gts, (main_range,))[0]))
     return {"label": label, "low": lo, "high": min(hi, 10**6), "num_gt": num_gt, **_ap_summary(table)}
 
 

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..types import Progress
 
 FORMATS = ("onnx", "torchscript")
 # The network's total stride: every branch must divide H and W (aepose itself pads to 64).
@@ -38,9 +39,10 @@ def run_export(
     out: Path,
     opset: int | None = None,
     static_hw: tuple[int, int] | None = None,
-    progress: bool = True,
+    progress: Progress | None = None,
 ) -> Path:
-    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out`."""
+    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out`.
+    `progress`: where a model download shows."""
     from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript
     from ..estimator import load_model
 
