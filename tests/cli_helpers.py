@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from paths import DATA, GOLDEN, SHARED, TINY_CHECKPOINT  # noqa: F401
+from paths import DATA, GOLDEN, REPO, SHARED, TINY_CHECKPOINT  # noqa: F401
 
 COCO_IMAGES = DATA / "mmpose-testdata" / "coco"
 ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
@@ -223,14 +223,32 @@ def describe(proc: subprocess.CompletedProcess) -> str:
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, describe(proc)
+    assert_exit_code(proc, 0)
     assert "Traceback" not in proc.stderr, describe(proc)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    """A user error: non-zero exit, no traceback, exactly one `aepose: error:` line on stderr
-    (and nothing else there), naming every fragment. Returns that line."""
-    assert proc.returncode != 0, describe(proc)
+def _documented_exit_codes() -> dict[int, str]:
+    """The README's exit-code table ("## Exit codes": `| code | meaning |` rows) as {code: meaning}."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\| (\d+) \| (.+?) \|$", section, re.MULTILINE)}
+
+
+# What a user is promised: every code the tests expect must be one of these.
+DOCUMENTED_EXIT_CODES = _documented_exit_codes()
+
+
+def assert_exit_code(proc: subprocess.CompletedProcess, code: int) -> None:
+    """The run ended with exactly `code`, a code the README documents."""
+    assert code in DOCUMENTED_EXIT_CODES, f"exit {code} is not in the README's table {sorted(DOCUMENTED_EXIT_CODES)}"
+    assert proc.returncode == code, f"expected exit {code} ({DOCUMENTED_EXIT_CODES[code]})\n{describe(proc)}"
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int) -> str:
+    """A user error: exit `code` exactly (one of the README's), no traceback, exactly one
+    `aepose: error:` line on stderr (and nothing else there), naming every fragment. Returns
+    that line."""
+    assert_exit_code(proc, code)
     assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, describe(proc)
@@ -239,6 +257,19 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
     return line
+
+
+def assert_error_after_work(proc: subprocess.CompletedProcess, *fragments: str, code: int) -> str:
+    """A failure met during a run: exit `code` exactly; the progress bar may have been drawn,
+    but there is exactly one `aepose:` line, it is the last, it names every fragment, and there
+    is no traceback. Returns that line."""
+    assert_exit_code(proc, code)
+    assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("aepose:")]
+    assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0]), describe(proc)
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
 
 
 def load_json(path: Path) -> Any:

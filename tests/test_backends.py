@@ -111,11 +111,12 @@ def test_export_torchscript_runs_on_another_shape(tmp_path, check_input, torch_o
 
 def test_export_errors_are_one_line(tmp_path):
     base = ["export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx"]
-    assert_one_line_error(run_in_process(*base, "--static", "100,200", "--out", tmp_path / "a.onnx"), "multiples of 32")
-    assert_one_line_error(run_in_process(*base, "--out", tmp_path / "no" / "a.onnx"), "does not exist")
-    assert_one_line_error(run_in_process(*base, "--out", TINY_CHECKPOINT), "is the input checkpoint")
+    assert_one_line_error(run_in_process(*base, "--static", "100,200", "--out", tmp_path / "a.onnx"), "multiples of 32", code=2)
+    # An output that cannot be written (README: exit 6), as the other commands' output plan says it.
+    assert_one_line_error(run_in_process(*base, "--out", tmp_path / "no" / "a.onnx"), "does not exist", code=6)
+    assert_one_line_error(run_in_process(*base, "--out", TINY_CHECKPOINT), "is the input checkpoint", code=2)
     # A real exporter failure: torch.onnx cannot write this network with opset 6.
-    line = assert_one_line_error(run_in_process(*base, "--opset", "6", "--out", tmp_path / "old.onnx"), "cannot export the network to ONNX (opset 6)")
+    line = assert_one_line_error(run_in_process(*base, "--opset", "6", "--out", tmp_path / "old.onnx"), "cannot export the network to ONNX (opset 6)", code=5)
     assert len(line) < 400
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -178,7 +179,7 @@ def _cli_with(prelude: str, home, *args) -> subprocess.CompletedProcess:
 def test_missing_openvino_is_one_line(tmp_path):
     # sys.modules[name] = None is how Python spells "this package cannot be imported".
     proc = _cli_with("import sys; sys.modules['openvino'] = None", tmp_path / "home", "image", ZIDANE, *FAST, "--backend", "openvino", "--out", tmp_path / "z.jpg", "--json", tmp_path / "z.json")
-    assert_one_line_error(proc, "--backend openvino", "aepose-cli[openvino]")
+    assert_one_line_error(proc, "--backend openvino", "aepose-cli[openvino]", code=5)
     assert list(tmp_path.glob("z.*")) == []
 
 
@@ -197,6 +198,6 @@ def test_failing_export_is_one_line(tmp_path):
         "torch.onnx.export = broken"
     )
     proc = _cli_with(prelude, tmp_path / "home", "image", ZIDANE, *FAST, "--backend", "onnxruntime", "--no-images", "--json", tmp_path / "z.json")
-    assert_one_line_error(proc, "cannot export the network to ONNX", "Unsupported: ONNX export of operator foo")
+    assert_one_line_error(proc, "cannot export the network to ONNX", "Unsupported: ONNX export of operator foo", code=5)
     assert list(tmp_path.glob("z.*")) == []
     assert not list(tmp_path.glob("home/onnx/*"))  # no half-written graph in the cache

@@ -197,8 +197,7 @@ def hostile_runs(tmp_path_factory):
 def test_hostile_image_is_refused_in_one_line_under_a_memory_cap(hostile_runs, name):
     folder, before, runs = hostile_runs
     proc = runs[name]
-    line = assert_one_line_error(proc, str(folder / name), HOSTILE_IMAGES[name][1])
-    assert proc.returncode == 2, describe(proc)
+    line = assert_one_line_error(proc, str(folder / name), HOSTILE_IMAGES[name][1], code=2)
     assert "MemoryError" not in line
     assert_untouched(folder, before)
 
@@ -241,7 +240,7 @@ def test_max_pixels_lowered_refuses_a_real_photo_and_names_the_option(tmp_path):
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
     proc = run_in_process("image", path, *FAST, "--max-pixels", "100000")
-    assert_one_line_error(proc, str(path), "1280x720", "--max-pixels")
+    assert_one_line_error(proc, str(path), "1280x720", "--max-pixels", code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -251,7 +250,7 @@ def test_max_pixels_raised_lets_a_large_image_through(tmp_path):
     proc = run_in_process("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1080000")
     assert proc.returncode == 0, describe(proc)
     proc = run_in_process("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1000")
-    assert_one_line_error(proc, str(path), "over the limit")
+    assert_one_line_error(proc, str(path), "over the limit", code=2)
 
 
 @pytest.mark.parametrize("command,name", [("image", "pipe.jpg"), ("video", "clip.mp4")])
@@ -259,7 +258,7 @@ def test_fifo_given_as_input_is_refused_without_hanging(tmp_path, command, name)
     fifo = tmp_path / name
     os.mkfifo(fifo)
     proc = run_cli(command, fifo, *FAST, timeout=120)
-    assert_one_line_error(proc, str(fifo), "not a regular file")
+    assert_one_line_error(proc, str(fifo), "not a regular file", code=2)
     assert_untouched(tmp_path, {name: "fifo"})
 
 
@@ -299,8 +298,7 @@ def test_bad_option_is_a_one_line_usage_error(tmp_path, bad, named):
     before = snapshot(tmp_path)
     run = run_cli if " ".join(bad) in REAL_PROCESS_OPTIONS else run_in_process
     proc = run("image", path, *FAST, *bad)  # the later option wins over FAST
-    assert_one_line_error(proc, named)
-    assert proc.returncode == 2, describe(proc)
+    assert_one_line_error(proc, named, code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -312,7 +310,7 @@ def test_cuda_device_without_a_gpu_is_refused(tmp_path):
     path = tmp_path / "zidane.jpg"
     shutil.copy(ZIDANE, path)
     proc = run_in_process("image", path, *FAST, "--device", "cuda")
-    assert_one_line_error(proc, "--device", "CUDA is not available")
+    assert_one_line_error(proc, "--device", "CUDA is not available", code=2)
 
 
 @pytest.mark.parametrize("bad", [["--start", "nan"], ["--end", "nan"], ["--end", "inf"], ["--start", "2", "--end", "1"]])
@@ -320,8 +318,7 @@ def test_bad_video_times_are_refused_before_opening_the_video(tmp_path, bad):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"not even a video")  # never opened: the options fail first
     proc = run_in_process("video", clip, *FAST, *bad)
-    assert_one_line_error(proc, bad[-2])
-    assert proc.returncode == 2
+    assert_one_line_error(proc, bad[-2], code=2)
     assert_untouched(tmp_path, {"clip.mp4": hashlib.sha256(b"not even a video").hexdigest()})
 
 
@@ -369,8 +366,7 @@ def test_malformed_annotations_are_refused_before_the_model_loads(tmp_path, how)
     before = snapshot(tmp_path)
     # A checkpoint that does not exist: reaching the model would be another error.
     proc = run("evaluate", "--ann", ann, "--images", images, "--checkpoint", tmp_path / "none.pth", "--device", "cpu")
-    assert_one_line_error(proc, str(ann), BROKEN_ANNOTATIONS[how])
-    assert proc.returncode == 2
+    assert_one_line_error(proc, str(ann), BROKEN_ANNOTATIONS[how], code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -403,7 +399,7 @@ def test_malformed_predictions_are_refused_naming_the_first_bad_entry(tmp_path, 
     shutil.copy(MINI_VAL_ANN, ann)
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--pred", pred)
-    assert_one_line_error(proc, str(pred), fragment)
+    assert_one_line_error(proc, str(pred), fragment, code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -436,8 +432,7 @@ def test_evaluate_refuses_a_file_name_that_climbs_out_of_images(tmp_path, outsid
     ann, images = _evaluate_layout(tmp_path, "../outside/secret.jpg")
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    line = assert_one_line_error(proc, str(ann), "'../outside/secret.jpg' is outside --images")
-    assert proc.returncode == 2
+    line = assert_one_line_error(proc, str(ann), "'../outside/secret.jpg' is outside --images", code=2)
     # Same words whether or not the file is there: no existence probe.
     assert "missing" not in line and "not an image" not in line and "no such" not in line
     assert_untouched(tmp_path, before)
@@ -447,7 +442,7 @@ def test_evaluate_refuses_an_absolute_file_name(tmp_path):
     ann, images = _evaluate_layout(tmp_path, str(ZIDANE))
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    assert_one_line_error(proc, str(ann), "is outside --images")
+    assert_one_line_error(proc, str(ann), "is outside --images", code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -456,7 +451,7 @@ def test_evaluate_refuses_a_symlink_that_points_out_of_images(tmp_path):
     os.symlink(ZIDANE, images / "link.jpg")
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    assert_one_line_error(proc, str(ann), "'link.jpg' is outside --images")
+    assert_one_line_error(proc, str(ann), "'link.jpg' is outside --images", code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -533,9 +528,8 @@ def test_pickled_checkpoint_refusal_is_a_whole_sentence(tmp_path):
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
     proc = run_in_process("image", path, "--checkpoint", pickled, *FAST[2:])
-    line = assert_one_line_error(proc, str(pickled), "pickled Python objects", "state dict")
+    line = assert_one_line_error(proc, str(pickled), "pickled Python objects", "state dict", code=3)
     assert line.rstrip().endswith(")")
-    assert proc.returncode == 3
     assert_untouched(tmp_path, before)
 
 

@@ -29,6 +29,8 @@ from cli_helpers import (
     FAST,
     MINI_VAL,
     MINI_VAL_ANN,
+    TINY_CHECKPOINT,
+    assert_error_after_work,
     assert_one_line_error,
     describe,
     freeze_when,
@@ -65,18 +67,6 @@ def leftovers(root: Path, allowed: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
-def assert_error_after_work(proc, *fragments: str) -> str:
-    """A failure met during a run: the progress bar may have been drawn, but there is exactly
-    one `aepose:` line, it is the last, it names every fragment, and there is no traceback."""
-    assert proc.returncode != 0, describe(proc)
-    assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("aepose:")]
-    assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0]), describe(proc)
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 def assert_inputs_kept(before: dict[str, str], root: Path) -> None:
     after = snapshot(root)
     for name, digest in before.items():
@@ -97,8 +87,7 @@ def work(tmp_path) -> Path:
 def refused(work: Path, args, *fragments: str, code: int = 2, cwd: Path | None = None, real_process: bool = False) -> str:
     before = snapshot(work)
     proc = (run_cli if real_process else run_in_process)(*args, cwd=cwd or work)
-    line = assert_one_line_error(proc, *fragments)
-    assert proc.returncode == code, describe(proc)
+    line = assert_one_line_error(proc, *fragments, code=code)
     assert_inputs_kept(before, work)
     assert leftovers(work) == [], leftovers(work)
     return line
@@ -217,8 +206,7 @@ def test_full_disk_in_a_folder_run(work):
     with mounted_tmpfs(work / "full", "size=96k"):
         before = snapshot(work / "F")
         proc = run_in_process("folder", "F", "--out", "full/img/", "--json", "full/f.json", *FAST, cwd=work)
-        assert_error_after_work(proc, "full/", "no space left on device")
-        assert proc.returncode == 6, describe(proc)
+        assert_error_after_work(proc, "full/", "no space left on device", code=6)
         assert_inputs_kept(before, work / "F")
         left = leftovers(work / "full", allowed=(".partial.jsonl",))
         assert left == [], left
@@ -233,11 +221,17 @@ def test_full_disk_in_a_video_run(tmp_path):
     with mounted_tmpfs(tmp_path / "full", "size=48k"):
         before = snapshot(tmp_path)
         proc = run_in_process("video", "clip.mp4", "--out", "full/clip.mp4", "--no-json", *FAST, cwd=tmp_path)
-        assert_error_after_work(proc, "full/clip.mp4", "no space left on device")
-        assert proc.returncode == 6, describe(proc)
+        assert_error_after_work(proc, "full/clip.mp4", "no space left on device", code=6)
         assert_inputs_kept(before, tmp_path)
         assert not (tmp_path / "full" / "clip.mp4").exists()
         assert [p.name for p in (tmp_path / "full").iterdir() if ".part-" in p.name] == []
+
+
+def test_full_disk_in_an_export(tmp_path):
+    with mounted_tmpfs(tmp_path / "full", "size=64k"):
+        proc = run_in_process("export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx", "--out", "full/tiny.onnx", cwd=tmp_path)
+        assert_error_after_work(proc, "--out full/tiny.onnx", "no space left on device", code=6)
+        assert list((tmp_path / "full").iterdir()) == []  # no partial file under any name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +247,7 @@ def test_a_second_writer_of_the_same_json_is_refused_with_the_holders_pid(work):
     try:
         journal_before = journal_path(out).read_bytes()
         proc = run_cli("folder", "F", "--no-images", "--json", out, *FAST, cwd=work)
-        assert_error_after_work(proc, "shared.json", f"pid {os.getpid()}", "another aepose run")
-        assert proc.returncode == 6, describe(proc)
+        assert_error_after_work(proc, "shared.json", f"pid {os.getpid()}", "another aepose run", code=6)
         assert journal_path(out).read_bytes() == journal_before  # not truncated
     finally:
         holder.discard()
@@ -327,8 +320,7 @@ def test_malformed_journal_is_one_line(finished, tmp_path):
     (w / "f.json.partial.jsonl").write_text('{"aepose_journal": 2}\nnot json\n{"key": "x"}\n')
     before = (w / "f.json.partial.jsonl").read_bytes()
     proc = run_in_process("folder", "F", "--no-images", "--json", "f.json", "--skip-existing", *FAST, cwd=w)
-    assert_error_after_work(proc, "f.json.partial.jsonl", "line 2")
-    assert proc.returncode == 2
+    assert_error_after_work(proc, "f.json.partial.jsonl", "line 2", code=2)
     assert (w / "f.json.partial.jsonl").read_bytes() == before  # nothing cut off
 
 

@@ -181,7 +181,7 @@ def test_shards_split_a_recursive_listing_exactly(nested):
 def test_without_recursive_sub_folders_are_not_searched(nested):
     """The only PNG is in a sub-folder (the mixed run shows the same for a JPEG)."""
     proc = run_cli("folder", "tree", "--ext", "png", *FAST, cwd=nested)
-    assert_one_line_error(proc, "tree", "no image files", ".png")
+    assert_one_line_error(proc, "tree", "no image files", ".png", code=2)
     assert not (nested / "tree.pose.json").exists() and not (nested / "tree.pose").exists()
 
 

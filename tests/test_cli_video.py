@@ -32,6 +32,7 @@ from cli_helpers import (
     DATA,
     FAST,
     TINY_CHECKPOINT,
+    assert_exit_code,
     assert_ok,
     assert_one_line_error,
     assert_same_poses,
@@ -241,7 +242,7 @@ def test_truncated_mp4(tmp_path):
     data = MMACTION_DEMO.read_bytes()
     clip.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: gone
     proc = run_cli("video", clip, *FAST)
-    assert_one_line_error(proc, str(clip))
+    assert_one_line_error(proc, str(clip), code=2)
     assert _no_outputs(tmp_path) == []
 
 
@@ -255,7 +256,7 @@ def test_file_without_video(tmp_path):
         out.mux(audio.encode(frame))
         out.mux(audio.encode(None))
     proc = run_cli("video", clip, *FAST)
-    assert_one_line_error(proc, str(clip), "no video stream")
+    assert_one_line_error(proc, str(clip), "no video stream", code=2)
     assert _no_outputs(tmp_path) == []
 
 
@@ -265,14 +266,14 @@ def test_zero_frame_file(tmp_path):
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
     proc = run_cli("video", clip, *FAST)
-    assert_one_line_error(proc, str(clip))
+    assert_one_line_error(proc, str(clip), code=2)
     assert _no_outputs(tmp_path) == []
 
 
 def test_unreachable_stream(tmp_path):
     url = "rtsp://127.0.0.1:9/x"
     proc = run_cli("video", url, *FAST, cwd=tmp_path, timeout=60)
-    assert_one_line_error(proc, url)
+    assert_one_line_error(proc, url, code=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -303,7 +304,7 @@ def test_video_that_breaks_midway_keeps_the_frames_before_the_break(tmp_path):
     assert 3 <= len(decodable) < 12
 
     proc = run_cli("video", clip.name, *FAST, cwd=tmp_path)
-    assert proc.returncode != 0, describe(proc)
+    assert_exit_code(proc, 1)  # a stream that broke off (README: 1), the frames before it kept
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("aepose: error:")]
     assert len(errors) == 1 and "street.avi" in errors[0] and f"after {len(decodable)} frames" in errors[0], describe(proc)

@@ -335,7 +335,7 @@ def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, photos, tmp_p
     """Ray has started (joined) when this is found: none of its own lines may reach stderr."""
     on_gpus = [arg for arg in SETTINGS if arg not in ("--device", "cpu")]  # the device follows --gpus-per-worker
     proc = run_cli("folder", photos, *on_gpus, *_ray(cluster, "--gpus-per-worker", "1"), "--no-images", "--json", tmp_path / "x.json")
-    assert_one_line_error(proc, "--gpus-per-worker 1", "need 1 GPU(s)", "has 0")
+    assert_one_line_error(proc, "--gpus-per-worker 1", "need 1 GPU(s)", "has 0", code=7)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -386,7 +386,7 @@ def test_engine_ray_without_ray_is_one_line(tmp_path):
     # sys.modules[name] = None is how Python spells "this package cannot be imported".
     shutil.copy(ZIDANE, tmp_path / "z.jpg")
     proc = _cli_in_process("import sys; sys.modules['ray'] = None", "folder", tmp_path, *SETTINGS, "--engine", "ray", "--json", tmp_path / "z.json")
-    assert_one_line_error(proc, "--engine ray", "pip install 'aepose-cli[ray]'")
+    assert_one_line_error(proc, "--engine ray", "pip install 'aepose-cli[ray]'", code=7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.jpg"]
 
 
@@ -402,4 +402,4 @@ def test_the_single_engine_never_imports_ray(tmp_path):
 
 def test_ray_flags_need_engine_ray(tmp_path):
     proc = run_cli("folder", tmp_path, *SETTINGS, "--workers", "2", "--ray-address", "auto")
-    assert_one_line_error(proc, "--workers, --ray-address", "--engine ray")
+    assert_one_line_error(proc, "--workers, --ray-address", "--engine ray", code=2)
