@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import struct
@@ -404,13 +405,31 @@ def test_malformed_predictions_are_refused_naming_the_first_bad_entry(tmp_path, 
 
 
 def test_max_images_with_a_full_results_file_scores_the_first_images(tmp_path):
+    """Ground truth scored against itself, over the first 3 images: every detection matches its
+    own annotation with OKS 1, so every AP and AR is exactly 1, and a size range with no
+    annotation among those images is -1 (the reference evaluator's "no ground truth")."""
+    from aepose_cli.evaluation.cocoeval import METRIC_NAMES
+
     data = _mini_annotations()
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(_results_from_ground_truth(data)))
-    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3")
+    metrics = tmp_path / "metrics.json"
+    before = snapshot(tmp_path)
+    # A checkpoint that does not exist: scoring a results file never loads a model.
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3", "--metrics-json", metrics,
+                          "--checkpoint", tmp_path / "none.pth", cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert "<annotations>" not in proc.stdout + proc.stderr
-    assert "1.000" in proc.stdout  # ground truth scored against itself
+    first = [im["id"] for im in data["images"][:3]]  # the first 3 images of the annotation file
+    areas = [a["area"] for a in data["annotations"] if a["image_id"] in first and a.get("num_keypoints", 0) > 0 and not a.get("iscrowd")]
+    medium = 1.0 if any(32**2 <= a < 96**2 for a in areas) else -1.0
+    large = 1.0 if any(a >= 96**2 for a in areas) else -1.0
+    expected = dict(zip(METRIC_NAMES, (1.0, 1.0, 1.0, medium, large, 1.0, 1.0, 1.0, medium, large)))
+    assert load_json(metrics) == expected
+    for name, value in expected.items():  # the table on stdout says the same
+        assert re.search(rf"[│|] {re.escape(name)} +[│|] +{value:.3f} [│|]", proc.stdout), (name, proc.stdout)
+    before["metrics.json"] = snapshot(tmp_path)["metrics.json"]
+    assert_untouched(tmp_path, before)
 
 
 # -- 4. paths stay inside --images ---------------------------------------------------------------

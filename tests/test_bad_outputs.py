@@ -21,6 +21,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import cv2
 import pytest
 
 from cli_helpers import (
@@ -30,6 +31,7 @@ from cli_helpers import (
     MINI_VAL,
     MINI_VAL_ANN,
     TINY_CHECKPOINT,
+    ZIDANE,
     assert_error_after_work,
     assert_one_line_error,
     describe,
@@ -202,18 +204,32 @@ def test_read_only_output_folder_is_refused_before_inference(work):
         assert not (work / "out.json.partial.jsonl").exists()
 
 
-def test_full_disk_in_a_folder_run(work):
-    with mounted_tmpfs(work / "full", "size=96k"):
-        before = snapshot(work / "F")
-        proc = run_in_process("folder", "F", "--out", "full/img/", "--json", "full/f.json", *FAST, cwd=work)
-        assert_error_after_work(proc, "full/", "no space left on device", code=6)
-        assert_inputs_kept(before, work / "F")
-        left = leftovers(work / "full", allowed=(".partial.jsonl",))
-        assert left == [], left
-        journal = work / "full" / "f.json.partial.jsonl"
-        if journal.exists():  # kept only when it holds finished images, and the line says so
-            assert "--skip-existing" in proc.stderr
-        assert not (work / "full" / "f.json").exists()
+@pytest.mark.parametrize("first_fits", [True, False], ids=["first-image-fits", "nothing-fits"])
+def test_full_disk_in_a_folder_run(tmp_path, first_fits):
+    """The disk fills at the second image (a 128x96 crop, drawn in a few KB, then a 1280x720
+    photo, drawn in well over the 64 KB) or at the first: the journal is kept exactly when it
+    holds a finished image, and then the line says how to finish; never a final JSON."""
+    folder = tmp_path / "F"
+    folder.mkdir()
+    if first_fits:
+        assert cv2.imwrite(str(folder / "a.jpg"), cv2.imread(str(TWO_IMAGES[0]))[:96, :128])
+    else:
+        shutil.copy(ZIDANE, folder / "a.jpg")
+    shutil.copy(ZIDANE, folder / "b.jpg")
+    before = snapshot(folder)
+    with mounted_tmpfs(tmp_path / "full", "size=64k"):
+        proc = run_in_process("folder", "F", "--out", "full/img/", "--json", "full/f.json", *FAST, cwd=tmp_path)
+        line = assert_error_after_work(proc, "full/img/", "no space left on device", code=6)
+        assert_inputs_kept(before, folder)
+        assert leftovers(tmp_path / "full", allowed=(".partial.jsonl",)) == []
+        assert not (tmp_path / "full" / "f.json").exists()
+        journal = tmp_path / "full" / "f.json.partial.jsonl"
+        if first_fits:
+            assert journal.is_file() and "--skip-existing" in line, line
+            assert [json.loads(record)["key"] for record in journal.read_text().splitlines()[1:]] == ["a.jpg"]
+            assert sorted(p.name for p in (tmp_path / "full" / "img").iterdir()) == ["a.jpg"]
+        else:
+            assert not journal.exists() and "--skip-existing" not in line, line
 
 
 def test_full_disk_in_a_video_run(tmp_path):
@@ -388,21 +404,6 @@ def test_interrupted_video_is_kept_under_a_partial_name(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # 4. evaluate: no placeholder names, nothing under the final name when there is nothing to do
-
-
-def test_evaluate_max_images_with_a_full_prediction_file(tmp_path):
-    ann = load_json(MINI_VAL_ANN)
-    pred = tmp_path / "pred.json"
-    pred.write_text(json.dumps([
-        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
-        for a in ann["annotations"] if a.get("num_keypoints")
-    ]))
-    before = snapshot(tmp_path)
-    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3", *BAD_CHECKPOINT, cwd=tmp_path)
-    assert proc.returncode == 0, describe(proc)
-    assert "<annotations>" not in proc.stdout + proc.stderr
-    assert "AP" in proc.stdout
-    assert_inputs_kept(before, tmp_path)
 
 
 def test_evaluate_annotations_without_images(tmp_path):
