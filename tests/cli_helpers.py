@@ -202,19 +202,37 @@ def start_cli(*args: Any, cwd: Path) -> subprocess.Popen:
     )
 
 
-def freeze_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
-    """Stop the child (SIGSTOP) as soon as `ready()` holds, so a signal sent next lands on a run
-    known to be unfinished; fail if it ends first. The caller sends its signal, then SIGCONT."""
+def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
+    """Return as soon as `ready()` holds while the child runs; fail if it ends first. The
+    timeout is a hang guard only: a test waits for the state, never for a time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}")
+            said = proc.stderr.read() if proc.stderr is not None else ""
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}\n{said}")
         if ready():
-            proc.send_signal(signal.SIGSTOP)
             return
         time.sleep(0.01)
     proc.kill()
     pytest.fail(f"no {what} within {timeout_s} s")
+
+
+def freeze_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
+    """Stop the child (SIGSTOP) as soon as `ready()` holds, so a signal sent next lands on a run
+    known to be unfinished; fail if it ends first. The caller sends its signal, then SIGCONT."""
+    wait_until(proc, ready, what, timeout_s)
+    proc.send_signal(signal.SIGSTOP)
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """Wait for a started child to end (killed if it outlives the hang guard); what it said."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def describe(proc: subprocess.CompletedProcess) -> str:
