@@ -254,6 +254,49 @@ def test_max_pixels_raised_lets_a_large_image_through(tmp_path):
     assert_one_line_error(proc, str(path), "over the limit", code=2)
 
 
+# Formats OpenCV decodes but aepose does not read (README: only JPEG, PNG, BMP, TIFF and WebP,
+# whose sizes are checked from the header before any pixel is decoded).
+OTHER_FORMATS = (".ppm", ".hdr", ".pfm")
+NOT_AN_IMAGE = "not an image (no JPEG, PNG, BMP, TIFF or WebP header)"
+
+
+def _write_other_format(path: Path, suffix: str) -> None:
+    """A real small photo in that format (8-bit PPM; float HDR and PFM), made by OpenCV."""
+    photo = cv2.imread(str(ZIDANE))[200:296, 500:628]
+    pixels = photo if suffix == ".ppm" else photo.astype(np.float32) / 255
+    assert cv2.imwrite(str(path), pixels)
+    assert cv2.imread(str(path)) is not None  # OpenCV itself would decode it
+
+
+@pytest.mark.parametrize("suffix", OTHER_FORMATS)
+def test_image_in_another_format_is_refused(tmp_path, suffix):
+    path = tmp_path / f"photo{suffix}"
+    _write_other_format(path, suffix)
+    before = snapshot(tmp_path)
+    proc = run_in_process("image", path, *FAST)
+    assert_one_line_error(proc, str(path), NOT_AN_IMAGE, code=2)
+    assert_untouched(tmp_path, before)
+
+
+def test_folder_reads_only_the_listed_formats_and_fails_the_others_by_content(tmp_path, photos):
+    """In a folder, `.ppm`/`.hdr`/`.pfm` files are not listed (not inputs at all); the same files
+    renamed `.jpg` are listed, refused by their content, and named as failed items."""
+    for suffix in OTHER_FORMATS:
+        _write_other_format(photos / f"other{suffix}", suffix)
+        _write_other_format(tmp_path / f"x{suffix}", suffix)
+        shutil.move(tmp_path / f"x{suffix}", photos / f"renamed_{suffix[1:]}.jpg")
+    before = snapshot(photos)
+    proc = run_in_process("folder", photos, *FAST, "--no-images")
+    assert proc.returncode == 1, describe(proc)
+    for suffix in OTHER_FORMATS:
+        named = [line for line in proc.stderr.splitlines() if f"renamed_{suffix[1:]}.jpg" in line]
+        assert len(named) == 1 and NOT_AN_IMAGE in named[0], describe(proc)
+        assert f"other{suffix}" not in proc.stderr
+    done = [im["file_name"] for im in load_json(tmp_path / "photos.pose.json")["images"]]
+    assert done == sorted(p.name for p in COCO_IMAGES.glob("*.jpg"))[:2]
+    assert_untouched(photos, before)
+
+
 @pytest.mark.parametrize("command,name", [("image", "pipe.jpg"), ("video", "clip.mp4")])
 def test_fifo_given_as_input_is_refused_without_hanging(tmp_path, command, name):
     fifo = tmp_path / name

@@ -35,6 +35,7 @@ from cli_helpers import (
     assert_error_after_work,
     assert_one_line_error,
     describe,
+    finish,
     freeze_when,
     load_json,
     run_cli,
@@ -314,6 +315,24 @@ def test_skip_existing_refuses_other_settings(finished, tmp_path):
     refused(w, [*args, "--scales", "0.5"], "f.json", "scales")
 
 
+def test_skip_existing_refuses_results_of_another_checkpoint(finished, tmp_path):
+    """The same network in another file (a copy saved with other metadata): other bytes, so
+    other results are possible; the refusal names both checkpoints' sha256."""
+    import torch
+
+    from aepose_cli.zoo import checkpoint_sha256
+
+    w = _copy_of(finished, tmp_path)
+    other = tmp_path / "retrained.pth"
+    state = torch.load(TINY_CHECKPOINT, map_location="cpu", weights_only=True)
+    torch.save({**state, "meta": {"note": "another training run"}}, other)
+    then = load_json(w / "f.json")["info"]["aepose"]["checkpoint_sha256"]
+    now = checkpoint_sha256(other)
+    assert then == checkpoint_sha256(TINY_CHECKPOINT) != now
+    refused(w, ["folder", "F", "--no-images", "--json", "f.json", "--skip-existing", "--checkpoint", other, *FAST[2:]],
+            "f.json", "checkpoint", then, now)
+
+
 def test_skip_existing_retries_the_images_that_failed(finished, tmp_path):
     w = _copy_of(finished, tmp_path)
     shutil.copy(TWO_IMAGES[0], w / "F" / "zz_bad.jpg")  # the user fixed the broken file
@@ -399,6 +418,87 @@ def test_interrupted_video_is_kept_under_a_partial_name(tmp_path):
     partial = tmp_path / "clip.pose.partial.mp4"
     assert partial.exists() and str(partial.name) in lines[0]
     assert [p for p in tmp_path.iterdir() if ".part-" in p.name] == []
+    assert_inputs_kept(before, tmp_path)
+
+
+def small_clip(path: Path, frames: int = 10) -> None:
+    """A small H.264 clip made from a real photo (64x48, 10 fps): drawn and encoded in a few KB."""
+    import av
+    import numpy as np
+
+    photo = cv2.resize(cv2.imread(str(TWO_IMAGES[0])), (64, 48))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(photo, 2 * i, axis=1), format="bgr24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def decoded_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_interrupted_run_of_several_videos_keeps_the_finished_ones_and_resumes(tmp_path):
+    """Ctrl-C during the second of two videos: exit 130, the first video's files complete, the
+    second's frames kept under its partial name and named in the one line; `--skip-existing`
+    then skips the first and redoes the second."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    small_clip(clips / "a.mp4")
+    shutil.copy(DATA / "mmaction2-videos" / "demo.mp4", clips / "b.mp4")
+    before = snapshot(tmp_path)
+    out = tmp_path / "out"
+    args = ["video", "clips", "--out", "out/", "--end", "3", *FAST]
+    proc = start_cli(*args, cwd=tmp_path)
+
+    def second_video_under_way() -> bool:  # the first finished, three frames of the second done
+        journal = out / "b.pose.json.partial.jsonl"
+        return (out / "a.pose.json").is_file() and journal.is_file() and journal.read_text().count("\n") > 3
+
+    try:
+        freeze_when(proc, second_video_under_way, "the second video was under way")
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)  # the pending SIGINT is delivered as the run resumes
+    finally:
+        run = finish(proc, timeout_s=120)
+    line = assert_error_after_work(run, "aepose: interrupted: stopped", "out/b.pose.partial.mp4", "(at clips/b.mp4; 1 of 2 video(s) finished)", code=130)
+    assert sorted(p.name for p in out.iterdir()) == ["a.pose.json", "a.pose.mp4", "b.pose.partial.mp4"], line
+    assert decoded_frames(out / "a.pose.mp4") == 10 and len(load_json(out / "a.pose.json")["images"]) == 10
+    assert_inputs_kept(before, tmp_path)
+
+    resumed = run_cli(*args, "--skip-existing", cwd=tmp_path)
+    assert resumed.returncode == 0, describe(resumed)
+    assert "skipped clips/a.mp4: its outputs are finished" in " ".join(resumed.stderr.split()), describe(resumed)
+    assert sorted(p.name for p in out.iterdir()) == ["a.pose.json", "a.pose.mp4", "b.pose.json", "b.pose.mp4"]
+    assert decoded_frames(out / "b.pose.mp4") == len(load_json(out / "b.pose.json")["images"]) > 0
+    assert_inputs_kept(before, tmp_path)
+
+
+def test_full_disk_in_a_run_of_several_videos(tmp_path):
+    """The disk fills during the second video: exit 6 naming its file and how many videos
+    finished; the first video's file stays complete, nothing of the second is left."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    small_clip(clips / "a.mp4")
+    shutil.copy(VIDEO, clips / "b.mp4")  # 960x540: its first frames alone pass the 48 KB
+    before = snapshot(tmp_path)
+    with mounted_tmpfs(tmp_path / "full", "size=48k"):
+        # The MP4s only: the JSON of the tiny model's many people would fill the disk first.
+        proc = run_in_process("video", "clips", "--out", "full/", "--no-json", *FAST, cwd=tmp_path)
+        line = assert_error_after_work(proc, "full/b.pose", "no space left on device", "(at clips/b.mp4; 1 of 2 video(s) finished)", code=6)
+        # The disk filled before the second video's first frames left the encoder: no frames to
+        # keep, so no partial file, and the line claims none.
+        assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["a.pose.mp4"], line
+        assert "partial" not in line, line
+        assert decoded_frames(tmp_path / "full" / "a.pose.mp4") == 10
     assert_inputs_kept(before, tmp_path)
 
 
