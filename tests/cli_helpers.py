@@ -20,6 +20,7 @@ the plumbing is the same, the network input is 16x smaller.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -235,6 +236,39 @@ def finish(proc: subprocess.Popen, timeout_s: float = 300) -> subprocess.Complet
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, stop: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Ctrl-C (or `stop`) a started child as soon as `ready()` holds, on a run frozen first so
+    that it is known to be unfinished (`freeze_when`); returns what the child said."""
+    try:
+        freeze_when(proc, ready, what)
+        proc.send_signal(stop)
+        proc.send_signal(signal.SIGCONT)  # a pending SIGINT is delivered as the run resumes
+    finally:
+        done = finish(proc, timeout_s=120)
+    return done
+
+
+def run_main_after(prelude: str, *args: Any, epilogue: str = "", env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`aepose ARGS` called in a fresh interpreter after running `prelude` (to simulate an
+    environment: a package that cannot be imported, a failing exporter), then `epilogue`."""
+    argv = [str(a) for a in args]
+    code = f"{prelude}\nfrom aepose_cli.cli.main import main\ntry:\n    main({argv!r})\nfinally:\n    {epilogue or 'pass'}"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**cli_env(), **(env_extra or {})}, timeout=300,
+    )
+
+
+def run_console_script(*args: Any, cwd: Path, env_extra: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`aepose ARGS` through the installed console script (the entry point a user types); skips
+    the test where the package is not installed in this environment."""
+    script = Path(sys.executable).with_name("aepose")
+    if not script.is_file():
+        pytest.skip(f"no console script next to {sys.executable}: the package is not installed in this environment")
+    return subprocess.run(
+        [str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**cli_env(), **(env_extra or {})},
+    )
+
+
 def describe(proc: subprocess.CompletedProcess) -> str:
     """Everything a failing assertion should show about a run."""
     return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
@@ -319,3 +353,60 @@ def assert_same_poses(actual: list[np.ndarray], expected: list[np.ndarray], what
         np.testing.assert_array_equal(
             np.asarray(got, np.float32), np.asarray(want, np.float32)[:, :3], err_msg=f"{what}, person {i}"
         )
+
+
+# -- what a run leaves: inputs kept, no temporaries -----------------------------------------------
+# Names of the temporaries and partial files the writers make (`.NAME.tmp-*`, `*.part-*.mp4`,
+# `.partial.jsonl` journals, a video's kept `.partial.mp4`, the output plan's probe).
+LEFTOVER_MARKS = (".tmp", ".part-", ".partial", ".aepose-probe")
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every regular file under `root` by relative path (FIFOs and links by their kind)."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink() or not path.exists():
+            digests[rel] = f"link->{os.readlink(path)}"
+        elif path.is_fifo():
+            digests[rel] = "fifo"
+        elif path.is_file():
+            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def assert_inputs_kept(before: dict[str, str], root: Path) -> None:
+    """Every file of `before` is still there, byte-identical (new files allowed)."""
+    after = snapshot(root)
+    for name, digest in before.items():
+        assert after.get(name) == digest, f"input {name} was changed or removed"
+
+
+def assert_untouched(root: Path, before: dict[str, str]) -> None:
+    """Inputs byte-identical and nothing new under `root` (no output, no temporary file)."""
+    after = snapshot(root)
+    assert after == before, f"changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+def leftovers(root: Path, allowed: tuple[str, ...] = ()) -> list[str]:
+    """Temporaries and partial files under `root` (but those whose names contain an `allowed` mark)."""
+    return [
+        p.relative_to(root).as_posix() for p in root.rglob("*")
+        if any(mark in p.name for mark in LEFTOVER_MARKS) and not any(a in p.name for a in allowed)
+    ]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str):
+    """A tmpfs mounted at `where` (`size=96k`: a disk that fills; `ro`: read-only) for the block;
+    skips the test where mounting is not permitted (it needs root)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -14,6 +14,7 @@ and files without paying a Python + torch start-up for each.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,19 +40,21 @@ from cli_helpers import (
     TINY_CHECKPOINT,
     ZIDANE,
     assert_one_line_error,
+    assert_untouched,
     cli_command,
     cli_env,
     describe,
+    leftovers,
     load_json,
     run_cli,
     run_in_process,
+    snapshot,
 )
 from paths import needs_shared
 
 pytestmark = [pytest.mark.cli, needs_shared]
 
 ADDRESS_SPACE_CAP = 4 << 30
-LEFTOVER_MARKS = (".partial", ".part-", ".tmp", ".journal")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -88,31 +91,6 @@ def run_capped_each(commands: list[list]) -> list[subprocess.CompletedProcess]:
     assert proc.returncode == 0, describe(proc)
     results = json.loads(proc.stdout.splitlines()[-1])
     return [subprocess.CompletedProcess(["aepose", *c], code, out, err) for c, (code, out, err) in zip(commands, results)]
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under `root` (FIFOs and the like by their kind)."""
-    digests = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink() or not path.exists():
-            digests[rel] = f"link->{os.readlink(path)}"
-        elif path.is_fifo():
-            digests[rel] = "fifo"
-        elif path.is_file():
-            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
-
-
-def assert_untouched(root: Path, before: dict[str, str]) -> None:
-    """Inputs byte-identical, nothing new under `root` (no output, no temporary file)."""
-    after = snapshot(root)
-    assert after == before, f"changed: {sorted(set(after.items()) ^ set(before.items()))}"
-
-
-def assert_no_leftovers(root: Path) -> None:
-    left = [p.name for p in root.rglob("*") if any(mark in p.name for mark in LEFTOVER_MARKS)]
-    assert left == [], left
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -213,7 +191,7 @@ def test_folder_with_every_hostile_file_mixed_in_does_all_the_good_images(tmp_pa
     assert proc.returncode == 1, describe(proc)  # some inputs failed
     assert "Traceback" not in proc.stderr, describe(proc)
     assert_untouched(photos, before)
-    assert_no_leftovers(tmp_path)
+    assert leftovers(tmp_path) == []
     good = sorted(p.name for p in COCO_IMAGES.glob("*.jpg"))[:2] + ["motion.jpg"]
     done = sorted(im["file_name"] for im in load_json(tmp_path / "photos.pose.json")["images"])
     assert done == sorted(good)
@@ -476,44 +454,38 @@ def test_max_images_with_a_full_results_file_scores_the_first_images(tmp_path):
 
 
 # -- 4. paths stay inside --images ---------------------------------------------------------------
-def _evaluate_layout(tmp_path: Path, file_name_of_first: str) -> tuple[Path, Path]:
-    images = tmp_path / "images"
-    shutil.copytree(MINI_VAL / "val2017", images)
-    data = _mini_annotations()
-    data["images"][0]["file_name"] = file_name_of_first
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps(data))
-    return ann, images
-
-
-@pytest.mark.parametrize("outside_exists", [True, False], ids=["secret-exists", "secret-absent"])
-def test_evaluate_refuses_a_file_name_that_climbs_out_of_images(tmp_path, outside_exists):
+def _climbing(tmp_path: Path, images: Path, outside_exists: bool) -> tuple[str, str]:
     if outside_exists:
         (tmp_path / "outside").mkdir()
         shutil.copy(ZIDANE, tmp_path / "outside" / "secret.jpg")
-    ann, images = _evaluate_layout(tmp_path, "../outside/secret.jpg")
+    return "../outside/secret.jpg", "'../outside/secret.jpg' is outside --images"
+
+
+def _absolute(tmp_path: Path, images: Path) -> tuple[str, str]:
+    return str(ZIDANE), "is outside --images"
+
+
+def _link_out(tmp_path: Path, images: Path) -> tuple[str, str]:
+    os.symlink(ZIDANE, images / "link.jpg")
+    return "link.jpg", "'link.jpg' is outside --images"
+
+
+@pytest.mark.parametrize("make", [
+    functools.partial(_climbing, outside_exists=True), functools.partial(_climbing, outside_exists=False), _absolute, _link_out,
+], ids=["climbing-secret-exists", "climbing-secret-absent", "absolute", "symlink-out"])
+def test_evaluate_refuses_a_file_name_outside_images(tmp_path, make):
+    images = tmp_path / "images"
+    shutil.copytree(MINI_VAL / "val2017", images)
+    file_name, reason = make(tmp_path, images)
+    data = _mini_annotations()
+    data["images"][0]["file_name"] = file_name
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    line = assert_one_line_error(proc, str(ann), "'../outside/secret.jpg' is outside --images", code=2)
+    line = assert_one_line_error(proc, str(ann), reason, code=2)
     # Same words whether or not the file is there: no existence probe.
     assert "missing" not in line and "not an image" not in line and "no such" not in line
-    assert_untouched(tmp_path, before)
-
-
-def test_evaluate_refuses_an_absolute_file_name(tmp_path):
-    ann, images = _evaluate_layout(tmp_path, str(ZIDANE))
-    before = snapshot(tmp_path)
-    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    assert_one_line_error(proc, str(ann), "is outside --images", code=2)
-    assert_untouched(tmp_path, before)
-
-
-def test_evaluate_refuses_a_symlink_that_points_out_of_images(tmp_path):
-    ann, images = _evaluate_layout(tmp_path, "link.jpg")
-    os.symlink(ZIDANE, images / "link.jpg")
-    before = snapshot(tmp_path)
-    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    assert_one_line_error(proc, str(ann), "'link.jpg' is outside --images", code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -563,7 +535,7 @@ def test_video_with_undecodable_first_frames_keeps_true_indices_and_exits_1(tmp_
     names = [im["file_name"] for im in load_json(tmp_path / "out.json")["images"]]
     assert names[0] == f"clip_{indices[0]:06d}.jpg"
     assert snapshot(tmp_path)["clip.mp4"] == before["clip.mp4"]
-    assert_no_leftovers(tmp_path)
+    assert leftovers(tmp_path) == []
 
 
 # -- cosmetic ------------------------------------------------------------------------------------

@@ -12,13 +12,9 @@ during a video, and a few refusals kept as real subprocesses for the real proces
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -33,13 +29,16 @@ from cli_helpers import (
     TINY_CHECKPOINT,
     ZIDANE,
     assert_error_after_work,
+    assert_inputs_kept,
     assert_one_line_error,
     describe,
-    finish,
-    freeze_when,
+    interrupt_when,
+    leftovers,
     load_json,
+    mounted_tmpfs,
     run_cli,
     run_in_process,
+    snapshot,
     start_cli,
 )
 from paths import needs_shared
@@ -48,42 +47,26 @@ pytestmark = [pytest.mark.cli, needs_shared]
 
 TWO_IMAGES = sorted(COCO_IMAGES.glob("*.jpg"))[:2]
 VIDEO = DATA / "mmpose-testdata" / "video" / "demo.mp4"  # 960x540, 5 frames
-LEFTOVER_MARKS = (".tmp-", ".part-", ".partial.jsonl", ".aepose-probe", ".partial.mp4")
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under root, by relative path."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
-def leftovers(root: Path, allowed: tuple[str, ...] = ()) -> list[str]:
-    return [
-        p.relative_to(root).as_posix() for p in root.rglob("*")
-        if any(mark in p.name for mark in LEFTOVER_MARKS) and not any(a in p.name for a in allowed)
-    ]
-
-
-def assert_inputs_kept(before: dict[str, str], root: Path) -> None:
-    after = snapshot(root)
-    for name, digest in before.items():
-        assert after.get(name) == digest, f"input {name} was changed or removed"
+def two_image_folder(folder: Path) -> Path:
+    """`folder`, made, holding copies of the two real photos under their own names."""
+    folder.mkdir()
+    for src in TWO_IMAGES:
+        shutil.copy(src, folder / src.name)
+    return folder
 
 
 @pytest.fixture
 def work(tmp_path) -> Path:
     """tmp_path with F/ (two real images) and a.jpg, b.jpg (copies of them)."""
-    folder = tmp_path / "F"
-    folder.mkdir()
-    for i, src in enumerate(TWO_IMAGES):
-        shutil.copy(src, folder / src.name)
-        shutil.copy(src, tmp_path / ("a.jpg", "b.jpg")[i])
+    two_image_folder(tmp_path / "F")
+    for name, src in zip(("a.jpg", "b.jpg"), TWO_IMAGES):
+        shutil.copy(src, tmp_path / name)
     return tmp_path
 
 
@@ -183,20 +166,6 @@ def test_output_folder_below_a_file(tmp_path, work):
 # file systems that refuse: read-only and full (tmpfs mounts; root only)
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(where: Path, options: str):
-    where.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def test_read_only_output_folder_is_refused_before_inference(work):
     with mounted_tmpfs(work / "ro", "size=1m,ro"):
         line = refused(work, ["folder", "F", "--out", "ro/img/", "--json", "out.json", *BAD_CHECKPOINT],
@@ -274,10 +243,7 @@ def test_a_second_writer_of_the_same_json_is_refused_with_the_holders_pid(work):
 def finished(tmp_path_factory):
     """A finished folder run (one garbage file mixed in, so one failure)."""
     root = tmp_path_factory.mktemp("finished")
-    folder = root / "F"
-    folder.mkdir()
-    for src in TWO_IMAGES:
-        shutil.copy(src, folder / src.name)
+    folder = two_image_folder(root / "F")
     (folder / "zz_bad.jpg").write_bytes(b"not an image at all")
     proc = run_in_process("folder", "F", "--no-images", "--json", "f.json", *FAST, cwd=root)
     assert proc.returncode == 1 and "zz_bad.jpg" in proc.stderr, describe(proc)
@@ -402,15 +368,9 @@ def test_interrupted_video_is_kept_under_a_partial_name(tmp_path):
         parts = [p for p in tmp_path.iterdir() if ".part-" in p.name]
         return bool(parts) and parts[0].stat().st_size > 4096
 
-    try:
-        freeze_when(proc, frames_written, "frames were written")
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGCONT)  # the pending SIGINT is delivered as the run resumes
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    run = interrupt_when(proc, frames_written, "frames were written")
+    err = run.stderr
+    assert run.returncode == 130, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip().startswith("aepose:")]
     assert len(lines) == 1 and lines[0].startswith("aepose: interrupted: stopped"), err
@@ -463,12 +423,7 @@ def test_interrupted_run_of_several_videos_keeps_the_finished_ones_and_resumes(t
         journal = out / "b.pose.json.partial.jsonl"
         return (out / "a.pose.json").is_file() and journal.is_file() and journal.read_text().count("\n") > 3
 
-    try:
-        freeze_when(proc, second_video_under_way, "the second video was under way")
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGCONT)  # the pending SIGINT is delivered as the run resumes
-    finally:
-        run = finish(proc, timeout_s=120)
+    run = interrupt_when(proc, second_video_under_way, "the second video was under way")
     line = assert_error_after_work(run, "aepose: interrupted: stopped", "out/b.pose.partial.mp4", "(at clips/b.mp4; 1 of 2 video(s) finished)", code=130)
     assert sorted(p.name for p in out.iterdir()) == ["a.pose.json", "a.pose.mp4", "b.pose.partial.mp4"], line
     assert decoded_frames(out / "a.pose.mp4") == 10 and len(load_json(out / "a.pose.json")["images"]) == 10
@@ -520,10 +475,7 @@ def test_evaluate_annotations_without_images(tmp_path):
 
 @pytest.mark.parametrize("hostile", ["empty", "garbage", "text-named-jpg"])
 def test_real_folder_with_one_hostile_file_does_every_good_image(tmp_path, hostile):
-    folder = tmp_path / "R"
-    folder.mkdir()
-    for src in TWO_IMAGES:
-        shutil.copy(src, folder / src.name)
+    folder = two_image_folder(tmp_path / "R")
     bad = folder / "hostile.jpg"
     bad.write_bytes({"empty": b"", "garbage": os.urandom(2000), "text-named-jpg": b"hello\n" * 50}[hostile])
     before = snapshot(tmp_path)

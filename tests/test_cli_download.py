@@ -21,8 +21,6 @@ import http.server
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import pytest
 from aepose_cli import zoo
 from aepose_cli.keypoints import COCO
 
-from cli_helpers import ZIDANE, assert_error_after_work, assert_ok, assert_one_line_error, cli_env, describe, run_in_process
+from cli_helpers import ZIDANE, assert_error_after_work, assert_ok, assert_one_line_error, describe, run_console_script, run_in_process
 
 pytestmark = pytest.mark.cli
 
@@ -73,13 +71,6 @@ def refused_port():
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/mirror/"
 
 
-def console_script(*args, env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name("aepose")
-    if not script.is_file():
-        pytest.skip(f"no console script next to {sys.executable}: the package is not installed in this environment")
-    return subprocess.run([str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, env={**cli_env(), **env_extra}, timeout=300)
-
-
 def cache_files(home: Path) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()) if home.exists() else []
 
@@ -92,7 +83,7 @@ def test_offline_download_is_exit_4_in_one_line(tmp_path, command):
         shutil.copy(ZIDANE, tmp_path / "photo.jpg")
     home = tmp_path / "home"
     with refused_port() as base:
-        proc = console_script(*command, cwd=tmp_path, env_extra={"AEPOSE_HOME": str(home), "AEPOSE_DOWNLOAD_BASE_URL": base})
+        proc = run_console_script(*command, cwd=tmp_path, env_extra={"AEPOSE_HOME": str(home), "AEPOSE_DOWNLOAD_BASE_URL": base})
     line = assert_one_line_error(proc, f"cannot download {base}{W32.filename}", "--checkpoint", code=4)
     assert "refused" in line.lower(), line
     assert proc.stdout == ""
@@ -106,7 +97,7 @@ def test_altered_bytes_on_the_mirror_are_exit_4_and_not_kept(tmp_path):
     (served / W32.filename).write_bytes(b"not the checkpoint" * 1000)
     home = tmp_path / "home"
     with mirror(served.parent) as (base, requested):
-        proc = console_script("models", "--download", "hrnet_w32_coco", cwd=tmp_path, env_extra={"AEPOSE_HOME": str(home), "AEPOSE_DOWNLOAD_BASE_URL": base})
+        proc = run_console_script("models", "--download", "hrnet_w32_coco", cwd=tmp_path, env_extra={"AEPOSE_HOME": str(home), "AEPOSE_DOWNLOAD_BASE_URL": base})
     actual = hashlib.sha256((served / W32.filename).read_bytes()).hexdigest()[:8]
     # The download's progress bar may have been drawn before the one error line.
     assert_error_after_work(proc, f"{base}{W32.filename}", f"sha256 starts with {actual}", f"expected {W32.sha256_prefix}", code=4)

@@ -9,8 +9,6 @@ through the installed `aepose` console script; the others run the command in thi
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,16 @@ import torch
 
 from aepose_cli import errors
 
-from cli_helpers import DOCUMENTED_EXIT_CODES, FAST, TINY_CHECKPOINT, ZIDANE, assert_one_line_error, cli_env, run_cli, run_in_process
+from cli_helpers import (
+    DOCUMENTED_EXIT_CODES,
+    FAST,
+    TINY_CHECKPOINT,
+    ZIDANE,
+    assert_one_line_error,
+    run_cli,
+    run_console_script,
+    run_in_process,
+)
 from paths import needs_shared
 
 FAST_WITHOUT_MODEL = FAST[2:]  # the fast options minus --checkpoint
@@ -121,9 +128,6 @@ def test_unusable_image_is_exit_2(tmp_path, make):
 @pytest.mark.cli
 def test_download_of_an_unknown_model(tmp_path):
     """Through the installed `aepose` console script (the entry point a user types)."""
-    script = Path(sys.executable).with_name("aepose")
-    if not script.is_file():
-        pytest.skip(f"no console script next to {sys.executable}: the package is not installed in this environment")
-    proc = subprocess.run([str(script), "models", "--download", "hrnet_w99_coco"], cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=120)
+    proc = run_console_script("models", "--download", "hrnet_w99_coco", cwd=tmp_path)
     assert_one_line_error(proc, "unknown model 'hrnet_w99_coco'", "hrnet_w32_coco", code=2)
     assert proc.stdout == ""

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -39,7 +37,7 @@ from aepose_cli.io.decode import VideoSource
 from aepose_cli.keypoints import COCO
 from aepose_cli.oks import oks_nms
 
-from cli_helpers import TINY_CHECKPOINT, cli_env, describe, keypoint_array, load_json
+from cli_helpers import TINY_CHECKPOINT, describe, keypoint_array, load_json, run_console_script
 from golden_ties import COORD_TOL, HEAT_TIE
 from paths import GOLDEN, SHARED, needs_shared
 
@@ -52,14 +50,6 @@ VIDEO_FRAMES = 2
 SETTINGS = {"default": ([], "a_s1_flip"), "multi-scale": (["--scales", "2,1,0.5"], "c_ms_flip")}
 # --device cpu: the default `auto` would take a GPU where there is one, and the cases are CPU numbers.
 MODEL = ["--checkpoint", TINY_CHECKPOINT, "--device", "cpu"]
-
-
-def aepose(*args, cwd: Path) -> subprocess.CompletedProcess:
-    """The installed console script, as a user types it."""
-    script = Path(sys.executable).with_name("aepose")
-    if not script.is_file():
-        pytest.skip(f"no console script next to {sys.executable}: the package is not installed in this environment")
-    return subprocess.run([str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, env=cli_env(), timeout=600)
 
 
 def golden_case(image: str, setting: str) -> dict:
@@ -111,7 +101,7 @@ def test_image_at_defaults_gives_the_reference_people_after_pose_nms(tmp_path):
     for name in IMAGES:
         shutil.copy(image_path(name), tmp_path / f"{name}.jpg")
         names.append(f"{name}.jpg")
-    proc = aepose("image", *names, *MODEL, *flags, cwd=tmp_path)
+    proc = run_console_script("image", *names, *MODEL, *flags, cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     found = annotations_per_image(load_json(tmp_path / "images.pose.json"))
     dropped = 0
@@ -131,7 +121,7 @@ def test_folder_without_pose_nms_gives_the_reference_people(tmp_path, setting):
     folder.mkdir()
     for name in IMAGES:
         shutil.copy(image_path(name), folder / f"{name}.jpg")
-    proc = aepose("folder", "photos", *MODEL, *flags, "--no-pose-nms", cwd=tmp_path)
+    proc = run_console_script("folder", "photos", *MODEL, *flags, "--no-pose-nms", cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     found = annotations_per_image(load_json(tmp_path / "photos.pose.json"))
     assert sorted(found) == [f"{name}.jpg" for name in IMAGES]
@@ -166,7 +156,7 @@ def test_video_of_a_golden_image_gives_the_reference_people_in_every_frame(tmp_p
         decoded = [frame.image_bgr for frame in source]
     assert len(decoded) == VIDEO_FRAMES and all(np.array_equal(frame, image) for frame in decoded)
 
-    proc = aepose("video", clip.name, *MODEL, *flags, cwd=tmp_path)
+    proc = run_console_script("video", clip.name, *MODEL, *flags, cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     data = load_json(tmp_path / "still.pose.json")
     assert [im["frame_index"] for im in data["images"]] == list(range(VIDEO_FRAMES))

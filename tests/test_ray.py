@@ -50,6 +50,7 @@ from cli_helpers import (
     freeze_when,
     load_json,
     run_cli,
+    run_main_after,
     wait_until,
 )
 from paths import needs_shared
@@ -410,23 +411,17 @@ def test_a_local_rays_workers_start_with_malloc_tuned_and_the_driver_keeps_its_e
     assert driver == "glibc.cpu.x86_shstk=off", seen
 
 
-def _cli_in_process(prelude: str, *args, epilogue: str = "") -> subprocess.CompletedProcess:
-    """`aepose ARGS` called in a fresh interpreter after `prelude`, then `epilogue`."""
-    code = f"{prelude}\nfrom aepose_cli.cli.main import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=300)
-
-
 def test_engine_ray_without_ray_is_one_line(tmp_path):
     # sys.modules[name] = None is how Python spells "this package cannot be imported".
     shutil.copy(ZIDANE, tmp_path / "z.jpg")
-    proc = _cli_in_process("import sys; sys.modules['ray'] = None", "folder", tmp_path, *SETTINGS, "--engine", "ray", "--json", tmp_path / "z.json")
+    proc = run_main_after("import sys; sys.modules['ray'] = None", "folder", tmp_path, *SETTINGS, "--engine", "ray", "--json", tmp_path / "z.json")
     assert_one_line_error(proc, "--engine ray", "pip install 'aepose-cli[ray]'", code=7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.jpg"]
 
 
 def test_the_single_engine_never_imports_ray(tmp_path):
     shutil.copy(ZIDANE, tmp_path / "z.jpg")
-    proc = _cli_in_process(
+    proc = run_main_after(
         "import sys, aepose_cli", "folder", tmp_path, *SETTINGS, "--no-images", "--json", tmp_path / "z.json",
         epilogue="print('ray modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))",
     )
