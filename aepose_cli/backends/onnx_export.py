@@ -79,6 +79,8 @@ def export_onnx(
                 dynamic_axes=dynamic_axes,
                 **exporter_choice,
             )
+    except OSError:
+        raise  # the file cannot be written (a full disk): an output's failure, not the exporter's
     except Exception as exc:  # the exporter raises many types (OnnxExporterError, RuntimeError...)
         raise BackendError(f"cannot export the network to ONNX (opset {opset}): {_first_line(exc)}") from None
     finally:
@@ -137,6 +139,8 @@ def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw:
             traced = torch.jit.trace(model, (dummy,), check_trace=False)
             traced = torch.jit.freeze(traced) if static_hw is not None else traced
             traced.save(str(target))
+    except OSError:
+        raise  # the file cannot be written (a full disk): an output's failure, not the tracer's
     except Exception as exc:
         raise BackendError(f"cannot export the network to TorchScript: {_first_line(exc)}") from None
     finally:

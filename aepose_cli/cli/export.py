@@ -10,7 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..types import Progress
 
 FORMATS = ("onnx", "torchscript")
@@ -45,6 +45,7 @@ def run_export(
     `progress`: where a model download shows."""
     from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript
     from ..estimator import load_model
+    from ..io.output_plan import output_error
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
@@ -56,7 +57,8 @@ def run_export(
     if checkpoint is not None and out.exists() and Path(checkpoint).exists() and out.resolve() == Path(checkpoint).resolve():
         raise ConfigError(f"--out {out} is the input checkpoint; choose another file")
     if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+        # An output that cannot be written (README: exit 6), as the other commands' output plan says it.
+        raise OutputError(f"--out {out}: folder {out.parent} does not exist")
     net, keypoints, _ = load_model(model_name, checkpoint, progress=progress)
     temp = out.with_name(f".{out.name}.part-{secrets.token_hex(4)}")
     try:
@@ -68,7 +70,7 @@ def run_export(
             os.fsync(stream.fileno())
         os.replace(temp, out)
     except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+        raise output_error(exc, f"--out {out}") from None
     finally:
         temp.unlink(missing_ok=True)
     return out

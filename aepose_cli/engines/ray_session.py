@@ -27,13 +27,13 @@ import warnings
 from collections.abc import Iterator
 
 from ..config import EngineConfig
-from ..errors import EngineError, MissingDependencyError
+from ..errors import EngineError
 
 try:
     import ray
     import ray.data
 except ImportError:
-    raise MissingDependencyError("--engine ray needs Ray, which is not installed (pip install 'aepose-cli[ray]')") from None
+    raise EngineError("--engine ray needs Ray, which is not installed (pip install 'aepose-cli[ray]')") from None
 
 # The loggers Ray writes to the console with; quietened while a run uses Ray (the command's own
 # progress bar and messages are what the user reads; Ray's logs stay in its session folder).
