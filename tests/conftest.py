@@ -75,8 +75,9 @@ def pytest_terminal_summary(terminalreporter):
 GOLDEN_XFAIL_MODULES = ("test_golden_cases.py", "test_golden_any_isa.py")
 # Measured on the project's 2-core VM (AVX-512, 2026-12-06): which cases they are and why is in
 # each xfail's reason (`pytest -rx`); docs/fidelity.md describes the native-kernel ones. On a
-# machine kind not measured yet, a backend may have as many as on the kinds measured (at most
-# their largest count): measure it there and write it down.
+# machine kind not measured yet the count is printed but not capped (every xfail there is still a
+# proven tie): kernels of another ISA round other sums, and a guess would fail a correct run;
+# measure it there and write it down.
 EXPECTED_GOLDEN_XFAILS: dict[str, dict[str, int]] = {
     "torch": {},  # the pinned kernels reproduce the reference exactly: 0 on every machine
     "onnxruntime": {"avx512": 5},
@@ -93,6 +94,8 @@ def machine_kind() -> str:
             flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
     except OSError:
         flags = []
+    if "amx_tile" in flags:
+        return "avx512-amx"  # oneDNN has other kernels there (AMX), so other roundings
     if "avx512f" in flags:
         return "avx512"
     if "avx2" in flags:
@@ -112,9 +115,12 @@ def golden_backend(nodeid: str) -> str | None:
     return name.split("[", 1)[1].split("-", 1)[0]
 
 
-def allowed_golden_xfails(backend: str, kind: str) -> int:
-    measured = EXPECTED_GOLDEN_XFAILS.get(backend, {})
-    return measured.get(kind, max(measured.values(), default=0))
+def allowed_golden_xfails(backend: str, kind: str) -> int | None:
+    """How many golden cases may xfail on `backend` on a `kind` machine; None: not measured there
+    (counted and printed, not capped). torch on the pinned kernels: 0 everywhere."""
+    if backend == "torch":
+        return 0
+    return EXPECTED_GOLDEN_XFAILS.get(backend, {}).get(kind)
 
 
 def pytest_runtest_logreport(report):
@@ -130,7 +136,7 @@ def _golden_xfail_excess() -> list[str]:
         f"{backend}: {len(nodeids)} golden xfail(s) on this {kind} machine, at most {allowed_golden_xfails(backend, kind)} expected: "
         + ", ".join(nodeids)
         for backend, nodeids in sorted(_GOLDEN_XFAILED.items())
-        if len(nodeids) > allowed_golden_xfails(backend, kind)
+        if allowed_golden_xfails(backend, kind) is not None and len(nodeids) > allowed_golden_xfails(backend, kind)
     ]
 
 

@@ -85,7 +85,8 @@ def test_golden_holds_with_native_kernels():
     assert set(counts) <= {"passed", "xfailed"}, tail
     # ...and no more xfailed than measured for this kind of CPU (the child's own conftest checks
     # it too, failing its run).
-    assert counts.get("xfailed", 0) <= allowed_golden_xfails("native-kernels", machine_kind()), tail
+    allowed = allowed_golden_xfails("native-kernels", machine_kind())
+    assert allowed is None or counts.get("xfailed", 0) <= allowed, tail
 
 
 def _outcome_counts(stdout: str) -> dict[str, int]:
