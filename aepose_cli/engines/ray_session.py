@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 
-from ..config import EngineConfig
+from ..config import RAY_CONNECT_TIMEOUT_S, EngineConfig
 from ..errors import EngineError, MissingDependencyError
 
 try:
@@ -98,11 +98,38 @@ def _init(engine: EngineConfig, quiet: bool = True) -> None:
         except Exception as exc:  # noqa: BLE001 - Ray raises many types when it cannot start
             raise EngineError(f"cannot start a local Ray instance ({_first_line(exc)})") from None
         return
+    _check_reachable(engine.ray_address)
     env = _worker_env(local=False)
     try:
         ray.init(address=engine.ray_address, runtime_env={"env_vars": env} if env else None, **common)
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"--ray-address {engine.ray_address}: cannot connect to a Ray cluster there ({_first_line(exc)})") from None
+
+
+def _check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s`, an address where nothing answers: `ray.init` would retry for
+    minutes without a word (`127.0.0.1:1`, a host that is down). 'auto' (and addresses without a
+    port) are left to Ray, which finds a local cluster or says there is none."""
+    import socket
+
+    host, port = _host_port(address)
+    if host is None:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+        raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there ({reason} within {timeout_s:g} s)") from None
+
+
+def _host_port(address: str) -> tuple[str | None, int]:
+    """(host, port) of `HOST:PORT` or `ray://HOST:PORT`; (None, 0) for anything else."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None, 0
+    return host.strip("[]"), int(port)
 
 
 def _worker_env(local: bool) -> dict[str, str]:
