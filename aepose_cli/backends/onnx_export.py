@@ -224,8 +224,9 @@ def onnx_graph(
     scope.declare(record, "its digest")
     scope.seal()
     try:
-        scope.store_bytes(entry, data)
-        scope.store_text(record, json.dumps(_record(data, sha256)) + "\n")
+        with scope:  # a cache folder it made and could not fill is removed again
+            scope.store_bytes(entry, data)
+            scope.store_text(record, json.dumps(_record(data, sha256)) + "\n")
     except OSError as error:
         from ..io.output_plan import describe_os_error
 
@@ -258,7 +259,7 @@ def _verified(entry: Path, record: Path, sha256: str) -> bytes | str | None:
     try:
         if not stat.S_ISREG(os.stat(entry).st_mode):
             return "is not a regular file"
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no entry (or no cache folder at all)
         return None
     except OSError as error:
         return f"cannot be read ({error.strerror or error})"

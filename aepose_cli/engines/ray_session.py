@@ -119,8 +119,8 @@ def _check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> 
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as error:
-        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
-        raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there ({reason} within {timeout_s:g} s)") from None
+        reason = f"no answer within {timeout_s:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+        raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there ({reason})") from None
 
 
 def _host_port(address: str) -> tuple[str | None, int]:

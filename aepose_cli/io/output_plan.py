@@ -47,6 +47,11 @@ class InputFolder:
     extensions: tuple[str, ...]
     recursive: bool
     skip: Callable[[str], bool] | None = None
+    what: str = "input images"
+
+    @property
+    def label(self) -> str:
+        return f"the {self.what} of {self.path}"
 
     def would_list(self, resolved: str) -> bool:
         from .sources import OUTPUT_STEM_SUFFIX
@@ -80,6 +85,10 @@ class InputPattern:
     recursive: bool
     skip: Callable[[str], bool] | None = None
 
+    @property
+    def label(self) -> str:
+        return f"the inputs matched by '{self.pattern}'"
+
     def would_list(self, resolved: str) -> bool:
         pattern = real(self.pattern) if not os.path.isabs(self.pattern) else os.path.normpath(self.pattern)
         if self.skip is not None and self.skip(os.path.basename(resolved)):
@@ -108,8 +117,9 @@ class OutputPlan:
 
     def add_input_folder(
         self, path: str | os.PathLike[str], extensions: tuple[str, ...], recursive: bool, skip: Callable[[str], bool] | None = None,
+        what: str = "input images",
     ) -> None:
-        self.folders.append(InputFolder(Path(path), tuple(e.lower() for e in extensions), recursive, skip))
+        self.folders.append(InputFolder(Path(path), tuple(e.lower() for e in extensions), recursive, skip, what))
 
     def add_input_pattern(self, pattern: str, recursive: bool, skip: Callable[[str], bool] | None = None) -> None:
         self.folders.append(InputPattern(pattern, recursive, skip))
@@ -181,9 +191,15 @@ class OutputPlan:
             for folder in self.folders:
                 if folder.would_list(resolved):
                     raise ConfigError(
-                        f"{path} ({what}) would land among the input images of {folder.path}; write outputs outside it"
+                        f"{path} ({what}) would land among {folder.label}; write outputs outside it"
                     )
             seen[resolved] = what
+        for path, resolved, what in self.outputs:  # no output may be the folder of another
+            parent = os.path.dirname(resolved)
+            while parent != os.path.dirname(parent):
+                if parent in seen:
+                    raise ConfigError(f"{path} ({what}) would go into {parent}, which the {seen[parent]} writes as a file; give them different names")
+                parent = os.path.dirname(parent)
         for folder, _names in self.report_folders:
             resolved_folder = real(folder)
             for given_resolved, given in self.inputs:

@@ -121,11 +121,11 @@ def finished_state(job: VideoJob, produced_by: dict | None) -> str:
         return "new"
     if job.json_path is not None and not is_complete(job.json_path):
         return "half-done"
+    if job.json_path is not None and produced_by is not None:
+        check_finished_json(job.json_path, produced_by)  # first: it names what differs
     if job.video_path is not None:
         # Never its presence alone: the MP4's own mark, and the digest of what produced it.
         check_finished_video(job.video_path, produced_by)
-    if job.json_path is not None and produced_by is not None:
-        check_finished_json(job.json_path, produced_by)
     return "finished"
 
 

@@ -156,7 +156,7 @@ def plan_video_run(
         plan.add_folder(options.out)  # as image and folder runs do: the outputs' folder is made
     for kind, value in listings or ():
         if kind == "folder":
-            plan.add_input_folder(value, VIDEO_EXTENSIONS, recursive, skip=is_own_output)
+            plan.add_input_folder(value, VIDEO_EXTENSIONS, recursive, skip=is_own_output, what="input videos")
         else:
             plan.add_input_pattern(value, recursive, skip=is_own_output)
     for job in jobs:
