@@ -32,11 +32,11 @@ def run_evaluate(
 
         check_report_dir(report_dir, [ann_path, pred_path, results_out, metrics_json, images_dir])
     ann = load_annotations(ann_path)
-    check_consistency(ann, str(ann_path))  # unique ids, annotations of its own images: before any model loads
     ann_k = annotation_num_joints(ann, ann_path)
     image_entries = list(ann.get("images", []))
     if not image_entries:
         raise AnnotationError(f"{ann_path}: no images to evaluate ('images' is empty)")
+    check_consistency(ann, str(ann_path))  # unique ids, annotations of its own images: before any model loads
     if max_images is not None:
         image_entries = image_entries[:max_images]
     subset = None
