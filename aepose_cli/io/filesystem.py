@@ -140,10 +140,11 @@ class FileScope:
         if self._sealed:
             raise PlanViolation(f"{self.name}: declared after the plan was checked")
 
-    def declare(self, path: str | os.PathLike[str], what: str) -> None:
-        """A file the run may create or replace; the missing folders above it may be created."""
+    def declare(self, path: str | os.PathLike[str], what: str, *, resolved: str | None = None) -> None:
+        """A file the run may create or replace; the missing folders above it may be created.
+        `resolved`: `real(path)`, when the caller has it already."""
         self._check_open()
-        resolved = real(path)
+        resolved = resolved or real(path)
         self._files.setdefault(resolved, what)
         self._declare_parents(resolved)
 

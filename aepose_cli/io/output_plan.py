@@ -167,8 +167,8 @@ class OutputPlan:
     def scope(self) -> FileScope:
         """The run's file scope: every declared output, folder and lock (sealed)."""
         scope = FileScope(self.scope_name)
-        for path, _resolved, what in self.outputs:
-            scope.declare(path, what)
+        for path, resolved, what in self.outputs:
+            scope.declare(path, what, resolved=resolved)
         for folder in self.folders_to_create:
             scope.declare_folder(folder)
         for folder, _names in self.report_folders:
