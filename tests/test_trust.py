@@ -634,6 +634,43 @@ def test_an_address_where_nothing_listens_is_exit_7_within_the_timeout(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.ray
+def test_an_address_where_something_else_listens_is_exit_7_within_the_timeout(tmp_path):
+    """A port that accepts the connection and never speaks Ray's gRPC (a stale forward, another
+    server): `ray.init` waited there for minutes; our own check answers within its timeout."""
+    pytest.importorskip("ray")
+    import socket
+    import threading
+
+    from aepose_cli.config import RAY_CONNECT_TIMEOUT_S
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        try:
+            while True:
+                accepted.append(server.accept()[0])  # and never answer
+        except OSError:
+            return
+
+    threading.Thread(target=accept, daemon=True).start()
+    started = time.monotonic()
+    try:
+        proc = run_in_process("folder", str(COCO_IMAGES), "--out", tmp_path / "o", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", *FAST)
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    refused(proc, 7, f"--ray-address 127.0.0.1:{port}", "cannot connect", f"no answer within {RAY_CONNECT_TIMEOUT_S:g} s")
+    assert accepted, "the check never connected"
+    assert time.monotonic() - started < RAY_CONNECT_TIMEOUT_S + 30
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ray_never_gets_more_actors_than_batches():
     import inspect
 
