@@ -99,6 +99,10 @@ class DrawConfig:
 
 
 ENGINES = ("single", "ray")
+# Most network workers (Ray actors) one run starts: each is a process holding the model.
+MAX_WORKERS = 256
+# How long `--ray-address` may take to answer a TCP connection before the run gives up (exit 7).
+RAY_CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.workers < 1:
-            raise ConfigError("--workers must be at least 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be in 1..{MAX_WORKERS}")
         if not math.isfinite(self.gpus_per_worker) or self.gpus_per_worker < 0:
             raise ConfigError("--gpus-per-worker must be a finite number >= 0")
 

@@ -42,9 +42,37 @@ class OutputError(AeposeError):
 
 
 class Interrupted(AeposeError):
-    """The run was stopped (Ctrl-C); the message says what was kept and where."""
+    """The run was stopped (Ctrl-C, or SIGTERM/SIGHUP, which the command line turns into a
+    `Stopped`); the message says what was kept and where. `signal`: the signal's name when it
+    was not Ctrl-C; the exit code is then 128 + its number (143 for SIGTERM, 129 for SIGHUP)."""
 
     exit_code = 130
+
+    def __init__(self, message: str = "stopped", *, signal: str | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+        if signal is not None:
+            self.exit_code = exit_code_of(signal)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread by the command line's handler
+    (`cli/runtime.py`) so that every Ctrl-C path (partial video kept, journals kept, temporaries
+    removed, Ray stopped) runs for them too. `signal_name`: 'SIGTERM' or 'SIGHUP'."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code_of(signal_name)
+
+
+def exit_code_of(signal_name: str | None) -> int:
+    """The shell's exit status of a command stopped by this signal: 128 + its number."""
+    import signal as signals
+
+    if signal_name is None:
+        return 130
+    return 128 + int(getattr(signals, signal_name, signals.SIGINT))
 
 
 class ConfigError(AeposeError):
@@ -86,6 +114,8 @@ def with_context(error: AeposeError, tail: str) -> AeposeError:
     if not tail:
         return error
     try:
-        return type(error)(f"{error}{tail}")
+        extended = type(error)(f"{error}{tail}")
     except TypeError:
         return error
+    extended.__dict__.update(error.__dict__)  # what it carries besides its message (a signal...)
+    return extended

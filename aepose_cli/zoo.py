@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import secrets
 import socket
 import urllib.error
 import urllib.request
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from .types import Progress
 
 from .errors import CheckpointError, ConfigError, DownloadError
-from .io.atomic import fsync_folder
+from .io.filesystem import FileScope
 from .keypoints import AIC, COCO, MHP, KeypointSet
 
 DEFAULT_MODEL = "hrnet_w32_coco"
@@ -244,17 +243,22 @@ def _sidecar_vouches_for(target: Path, prefix: str) -> bool:
     return unchanged and recorded.startswith(prefix.lower())
 
 
+def _cache_scope(target: Path) -> FileScope:
+    """The model cache's own `FileScope`: the checkpoint file and its sidecar, nothing else."""
+    scope = FileScope("model cache")
+    scope.declare(target, "cached checkpoint")
+    scope.declare(_sidecar_path(target), "its sha256 sidecar")
+    return scope.seal()
+
+
 def _write_sidecar(target: Path, hexdigest: str) -> None:
     """Record that `target` was verified; best effort (a read-only cache just re-hashes next time)."""
-    sidecar = _sidecar_path(target)
-    temp = sidecar.with_name(f"{sidecar.name}{_PART_MARKER}{secrets.token_hex(4)}")
     try:
-        temp.write_text(f"{hexdigest}  {target.name}\n", encoding="ascii")
-        stat = target.stat()
-        os.utime(temp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-        os.replace(temp, sidecar)
+        mtime_ns = target.stat().st_mtime_ns
+        with _cache_scope(target).atomic_file(_sidecar_path(target), "w", mtime_ns=mtime_ns) as handle:
+            handle.write(f"{hexdigest}  {target.name}\n")
     except OSError:
-        temp.unlink(missing_ok=True)
+        pass
 
 
 def _ensure_verified(target: Path, model: ZooModel) -> None:
@@ -346,14 +350,18 @@ def _write_chunk(sink: BinaryIO, chunk: bytes, target: Path) -> None:
 
 def _download(model: ZooModel, target: Path, progress: Progress | None, opener: Opener) -> None:
     """Stream `model`'s download URL to `target` via a same-directory temp file; nothing is left on failure."""
+    scope = _cache_scope(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        scope.make_folders(target.parent)
     except OSError as exc:
         raise DownloadError(f"{target.parent}: cannot create cache directory ({exc.strerror or exc})") from None
     url = download_url(model)
-    temp = target.with_name(f"{target.name}{_PART_MARKER}{secrets.token_hex(4)}")
     try:
-        with open(temp, "wb") as sink:
+        temp, sink = scope.open_temporary(target, "{name}" + _PART_MARKER + "{token}")
+    except OSError as exc:
+        raise DownloadError(f"{target.parent}: cannot write download ({exc.strerror or exc})") from None
+    try:
+        with sink:
             hexdigest = _stream_to_file(url, opener, sink, target, progress)
             if not hexdigest.startswith(model.sha256_prefix):
                 raise DownloadError(
@@ -362,11 +370,11 @@ def _download(model: ZooModel, target: Path, progress: Progress | None, opener: 
                 )
             sink.flush()
             os.fsync(sink.fileno())
-        os.replace(temp, target)
+        scope.commit(temp, target)
     finally:
         # BaseException included: Ctrl-C must not leave a .part file behind (it propagates as is).
-        temp.unlink(missing_ok=True)
-    fsync_folder(target.parent)
+        if scope.holds_temporary(temp):
+            scope.discard(temp)
     _write_sidecar(target, hexdigest)
 
 

@@ -431,10 +431,16 @@ def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_pa
     run_videos(pattern, estimator, DrawConfig(), options, TINY, progress=False)
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")}
     assert len(finished) == 2
-    # What a killed run leaves: a partial video, a journal, an encoder temporary; no final files.
+    # What a killed run leaves: a partial video, a journal (which records the encoder's
+    # temporary, issue 22: only a recorded temporary is removed), that temporary; no final files.
+    from aepose_cli.io.coco_json import CocoJsonWriter
+    from aepose_cli.keypoints import COCO
+
     video, json_out = tmp_path / f"{half.stem}.pose.mp4", tmp_path / f"{half.stem}.pose.json"
     video.rename(tmp_path / f"{half.stem}.pose.partial.mp4")
-    json_out.rename(tmp_path / f"{half.stem}.pose.json.partial.jsonl")
+    json_out.unlink()
+    with CocoJsonWriter(json_out, "dataset", COCO, 0.3, header_extra={"part_token": "0123abcd"}) as journal:
+        journal.abort()
     (tmp_path / f"{half.stem}.pose.mp4.part-0123abcd.mp4").write_bytes(b"torn")
     capsys.readouterr()
     run_videos(pattern, estimator, DrawConfig(), options, TINY, progress=False)

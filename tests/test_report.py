@@ -254,7 +254,7 @@ def test_page_structure(golden_report):
     assert page.images == [p[0] for p in PLOTS]
     assert page.figures == [p[0].rsplit(".", 1)[0] for p in PLOTS]
     assert all(len(c.split()) >= 8 and c.strip().endswith(".") for c in page.captions), page.captions
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.html", "analysis.json", *page.images])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".aepose-report.json", "index.html", "analysis.json", *page.images])
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
@@ -347,7 +347,7 @@ def test_a_previous_report_is_replaced_in_one_piece(tmp_path):
     _commit_folder(report, {"index.html": b"old", "stale.png": b"old"})
     check_report_dir(report, [MINI_VAL_ANN])  # a previous report may be replaced
     _commit_folder(report, {"index.html": b"new", "analysis.json": b"{}"})
-    assert sorted(p.name for p in report.iterdir()) == ["analysis.json", "index.html"]
+    assert sorted(p.name for p in report.iterdir()) == [".aepose-report.json", "analysis.json", "index.html"]  # + the marker
     assert (report / "index.html").read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary or old folder left
 

@@ -97,19 +97,46 @@ def create_backend(
     if not is_installed(name):
         raise missing_package_error(name)
     threads = threads if threads is not None else torch.get_num_threads()
-    from .onnx_export import cached_onnx
-
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        with cached_onnx(model, checkpoint_sha256) as onnx_path:
-            return OnnxRuntimeBackend(onnx_path, device=device, threads=threads, num_outputs=2 * model.num_joints)
-    if name == "openvino":
+        def build(graph: bytes) -> NetworkBackend:
+            return OnnxRuntimeBackend(graph, device=device, threads=threads, num_outputs=2 * model.num_joints)
+    elif name == "openvino":
         from .openvino_backend import OpenVinoBackend
 
-        with cached_onnx(model, checkpoint_sha256) as onnx_path:
-            return OpenVinoBackend(onnx_path, threads=threads, num_outputs=2 * model.num_joints)
-    raise ConfigError(f"unknown backend {name!r}")
+        def build(graph: bytes) -> NetworkBackend:
+            return OpenVinoBackend(graph, threads=threads, num_outputs=2 * model.num_joints)
+    else:
+        raise ConfigError(f"unknown backend {name!r}")
+    return _from_verified_graph(build, model, checkpoint_sha256)
+
+
+def _from_verified_graph(build, model: AENet, checkpoint_sha256: str | None) -> NetworkBackend:
+    """The backend on the network's ONNX graph (`onnx_export.onnx_graph`: verified against its
+    digest when cached), its inputs and outputs checked against the network; a cached graph the
+    runtime cannot load, or that does not fit, is exported again once. The cache's notes travel
+    on the backend (`notes`), for the command line to show."""
+    from .onnx_export import check_graph_io, onnx_graph
+
+    graph = onnx_graph(model, checkpoint_sha256)
+    for attempt in (1, 2):
+        try:
+            backend = build(graph.data)
+            unfit = check_graph_io(backend.graph_inputs(), backend.graph_outputs(), 2 * model.num_joints)
+        except BackendError as error:
+            if not graph.from_cache or attempt == 2:
+                raise
+            unfit = f"cannot be loaded ({str(error).split('(', 1)[-1].rstrip(')')[:120]})"
+        if unfit is None:
+            backend.notes = graph.notes
+            return backend
+        if not graph.from_cache or attempt == 2:
+            raise BackendError(f"the exported network {unfit}")
+        notes = graph.notes
+        graph = onnx_graph(model, checkpoint_sha256, rebuild=unfit)
+        graph.notes = notes + graph.notes
+    raise AssertionError("unreachable")
 
 
 __all__ = [

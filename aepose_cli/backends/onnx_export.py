@@ -1,21 +1,29 @@
 """The network as an ONNX graph (torch.onnx's TorchScript exporter) or TorchScript, and the ONNX cache.
 
-Backends that run ONNX get their graph from `cached_onnx`: exported on the fly from the loaded
+Backends that run ONNX get their graph from `onnx_graph`: exported on the fly from the loaded
 model, kept under `<cache>/onnx/` (next to `<cache>/checkpoints/`, `$AEPOSE_HOME` or
 `~/.cache/aepose`) under a name that holds the checkpoint's sha256, the torch version (the
-exporter) and the opset, written atomically (temp file in the same folder, then rename). A
-cache that cannot be written only costs a re-export next time.
+exporter) and the opset, written atomically through the cache's own `FileScope`.
+
+The cache verifies what it serves: beside each graph, written when it is made, a record
+(`NAME.onnx.digest`) holds the graph's sha256 and the checkpoint's; a graph is served only when
+its bytes hash to that digest (the very bytes then handed to the runtime: nothing is read twice),
+and the backend checks its inputs and outputs against the network (`check_graph_io`). A damaged,
+truncated or swapped entry is exported again over itself, with one note saying so; a cache that
+cannot be written (read-only, full, `AEPOSE_HOME` a file) costs an export held in memory for this
+run, with one note.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import io
+import json
 import os
-import secrets
-import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,8 +56,16 @@ def export_onnx(
     """Write `model` as ONNX: input `image` `[N, 3, H, W]`, output `maps` `[N, 2K, H/4, W/4]`.
 
     Batch, height and width are dynamic unless `static_hw` fixes the input to `[1, 3, H, W]`.
-    Raises BackendError with the exporter's first line when torch.onnx cannot export it.
+    Raises BackendError with the exporter's first line when torch.onnx cannot export it. The
+    exporter writes into memory; a path `target` is then written atomically (`io.filesystem`).
     """
+    if not isinstance(target, io.BytesIO):
+        from ..io.filesystem import FileScope
+
+        buffer = io.BytesIO()
+        export_onnx(model, buffer, opset=opset, static_hw=static_hw)
+        FileScope.of(target, name="ONNX export").store_bytes(target, buffer.getbuffer())
+        return
     h, w = static_hw if static_hw is not None else _TRACE_HW
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
@@ -67,10 +83,11 @@ def export_onnx(
     try:
         with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced():
             warnings.simplefilter("ignore")
+            graph = io.BytesIO()  # torch writes into memory; the bytes go to `target` below
             torch.onnx.export(
                 model,
                 (dummy,),
-                target,
+                graph,
                 export_params=True,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -85,6 +102,7 @@ def export_onnx(
         raise BackendError(f"cannot export the network to ONNX (opset {opset}): {_first_line(exc)}") from None
     finally:
         model.train(was_training)
+    target.write(graph.getbuffer())
 
 
 @contextlib.contextmanager
@@ -126,8 +144,10 @@ class _FalseWhenTested:
         return False
 
 
-def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw: tuple[int, int] | None = None) -> None:
-    """Trace `model` to TorchScript (any input size: the network has no shape-dependent Python)."""
+def export_torchscript(model: torch.nn.Module, target: io.BytesIO, *, static_hw: tuple[int, int] | None = None) -> None:
+    """Trace `model` to TorchScript (any input size: the network has no shape-dependent Python)
+    into the buffer `target` (the caller's file scope writes it: torch's own file writer aborts
+    the process on a full disk)."""
     h, w = static_hw if static_hw is not None else _TRACE_HW
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
@@ -138,9 +158,9 @@ def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw:
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, (dummy,), check_trace=False)
             traced = torch.jit.freeze(traced) if static_hw is not None else traced
-            traced.save(str(target))
-    except OSError:
-        raise  # the file cannot be written (a full disk): an output's failure, not the tracer's
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer)
+        target.write(buffer.getbuffer())
     except Exception as exc:
         raise BackendError(f"cannot export the network to TorchScript: {_first_line(exc)}") from None
     finally:
@@ -156,32 +176,121 @@ def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None 
     return root / "onnx" / f"{sha256[:32]}-torch{torch_version}-opset{opset}-r{_EXPORT_REVISION}.onnx"
 
 
-@contextlib.contextmanager
-def cached_onnx(model: torch.nn.Module, sha256: str | None, *, cache: Path | None = None) -> Iterator[Path]:
-    """Yield the path of `model`'s dynamic-shape ONNX graph, valid inside the `with` block.
+_DIGEST_SUFFIX = ".digest"
+_DIGEST_FORMAT = 1
 
-    With a checkpoint sha256 the graph is taken from (or exported into) the cache; without one,
-    or when the cache folder cannot be written, it is exported into a temporary folder.
-    """
-    if sha256 is not None:
-        target = onnx_cache_path(sha256, cache=cache)
-        if target.is_file():
-            yield target
-            return
-        temp = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(model, temp)
-            os.replace(temp, target)
-        except OSError:
-            temp.unlink(missing_ok=True)  # read-only cache: fall through to a temporary export
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        else:
-            yield target
-            return
-    with tempfile.TemporaryDirectory(prefix="aepose-onnx-") as folder:
-        path = Path(folder) / "network.onnx"
-        export_onnx(model, path)
-        yield path
+
+def digest_path(entry: Path) -> Path:
+    """The record beside a cached graph: `NAME.onnx.digest`."""
+    return entry.with_name(entry.name + _DIGEST_SUFFIX)
+
+
+@dataclass
+class OnnxGraph:
+    """A dynamic-shape ONNX graph of the network, as bytes (what the runtime loads), where it is
+    cached (None: this run's own export, not kept), and whether it came out of the cache as it
+    was (then a runtime that finds it unfit makes `onnx_graph` export it again). `notes`: one
+    line each about the cache (rebuilt, not writable), for the caller to show."""
+
+    data: bytes
+    entry: Path | None
+    from_cache: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def onnx_graph(
+    model: torch.nn.Module, sha256: str | None, *, cache: Path | None = None, rebuild: str | None = None,
+) -> OnnxGraph:
+    """`model`'s dynamic-shape ONNX graph: from the cache when a checkpoint sha256 names it and
+    its bytes hash to the digest recorded beside it, else exported (and written into the cache,
+    with its record, when the cache can be written). `rebuild`: why the cached entry must not be
+    served (a runtime found it unfit): it is exported again over itself."""
+    from ..io.filesystem import FileScope
+
+    notes: list[str] = []
+    if sha256 is None:
+        return OnnxGraph(_export_bytes(model), None, False, notes)
+    entry = onnx_cache_path(sha256, cache=cache)
+    record = digest_path(entry)
+    if rebuild is None:
+        served = _verified(entry, record, sha256)
+        if isinstance(served, bytes):
+            return OnnxGraph(served, entry, True, notes)
+        if served is not None:
+            notes.append(f"{entry}: cached ONNX graph {served}; exported again")
+    else:
+        notes.append(f"{entry}: cached ONNX graph {rebuild}; exported again")
+    data = _export_bytes(model)
+    scope = FileScope("ONNX cache")
+    scope.declare(entry, "cached ONNX graph")
+    scope.declare(record, "its digest")
+    scope.seal()
+    try:
+        with scope:  # a cache folder it made and could not fill is removed again
+            scope.store_bytes(entry, data)
+            scope.store_text(record, json.dumps(_record(data, sha256)) + "\n")
+    except OSError as error:
+        from ..io.output_plan import describe_os_error
+
+        reason = describe_os_error(error) if error.errno else str(error)
+        notes.append(f"cannot write the ONNX cache in {entry.parent} ({reason}); the graph is exported for this run only")
+        return OnnxGraph(data, None, False, notes)
+    return OnnxGraph(data, entry, False, notes)
+
+
+def _export_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    export_onnx(model, buffer)
+    return buffer.getvalue()
+
+
+def _record(data: bytes, sha256: str) -> dict:
+    return {
+        "aepose_onnx_cache": _DIGEST_FORMAT,
+        "graph_sha256": hashlib.sha256(data).hexdigest(),
+        "checkpoint_sha256": sha256,
+        "torch": torch.__version__.split("+")[0],
+    }
+
+
+def _verified(entry: Path, record: Path, sha256: str) -> bytes | str | None:
+    """The entry's bytes when they hash to its record's digest and the record names this
+    checkpoint; else why not (a few words), or None when there is no entry at all."""
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(entry).st_mode):
+            return "is not a regular file"
+    except (FileNotFoundError, NotADirectoryError):  # no entry (or no cache folder at all)
+        return None
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    try:
+        with open(entry, "rb") as handle:
+            data = handle.read()
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no digest beside it"
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "has an unreadable digest"
+    if not isinstance(recorded, dict) or recorded.get("checkpoint_sha256") != sha256:
+        return "was made from another checkpoint"
+    if recorded.get("graph_sha256") != hashlib.sha256(data).hexdigest():
+        return "does not match its digest (damaged, truncated or replaced)"
+    return data
+
+
+def check_graph_io(inputs: Sequence[tuple[str, Sequence]], outputs: Sequence[tuple[str, Sequence]], num_outputs: int) -> str | None:
+    """Why a loaded graph does not fit the network (None: it fits): one input `image` of rank 4
+    with 3 channels, one output `maps` of rank 4 with `num_outputs` (2K) channels. Dimensions are
+    numbers, or names/None where the graph leaves them dynamic."""
+    if [name for name, _ in inputs] != [INPUT_NAME]:
+        return f"has inputs {[name for name, _ in inputs]}, not ['{INPUT_NAME}']"
+    if [name for name, _ in outputs] != [OUTPUT_NAME]:
+        return f"has outputs {[name for name, _ in outputs]}, not ['{OUTPUT_NAME}']"
+    shape_in, shape_out = list(inputs[0][1]), list(outputs[0][1])
+    if len(shape_in) != 4 or shape_in[1] != 3:
+        return f"takes {INPUT_NAME} of shape {shape_in}, not [N, 3, H, W]"
+    if len(shape_out) != 4 or shape_out[1] != num_outputs:
+        return f"gives {OUTPUT_NAME} of shape {shape_out}, not [N, {num_outputs}, H/4, W/4]"
+    return None

@@ -1,8 +1,6 @@
 """ONNX Runtime: one `InferenceSession` per model, dynamic batch/height/width, reused for every shape."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -12,7 +10,8 @@ from ..errors import BackendError, ConfigError
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, *, device: torch.device, threads: int, num_outputs: int) -> None:
+    def __init__(self, graph: bytes, *, device: torch.device, threads: int, num_outputs: int) -> None:
+        """`graph`: the ONNX model's bytes (verified by the cache before they get here)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -31,7 +30,7 @@ class OnnxRuntimeBackend:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(graph, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"ONNX Runtime cannot load the exported network ({first[:200]})") from None
@@ -39,6 +38,13 @@ class OnnxRuntimeBackend:
         self.output_name = self.session.get_outputs()[0].name
         self.device = device
         self.num_outputs = num_outputs
+        self.notes: list[str] = []
+
+    def graph_inputs(self) -> list[tuple[str, list]]:
+        return [(node.name, list(node.shape)) for node in self.session.get_inputs()]
+
+    def graph_outputs(self) -> list[tuple[str, list]]:
+        return [(node.name, list(node.shape)) for node in self.session.get_outputs()]
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())

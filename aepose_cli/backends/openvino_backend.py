@@ -1,8 +1,6 @@
 """OpenVINO on the CPU: the exported ONNX graph compiled once with dynamic shapes, f32 precision."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -12,7 +10,8 @@ from ..errors import BackendError
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, onnx_path: Path, *, threads: int, num_outputs: int) -> None:
+    def __init__(self, graph: bytes, *, threads: int, num_outputs: int) -> None:
+        """`graph`: the ONNX model's bytes (verified by the cache before they get here)."""
         import openvino as ov
 
         core = ov.Core()
@@ -24,15 +23,28 @@ class OpenVinoBackend:
             "INFERENCE_NUM_THREADS": str(max(1, int(threads))),
         }
         try:
-            self.compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+            self.model = core.read_model(graph)
+            self.compiled = core.compile_model(self.model, "CPU", config)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"OpenVINO cannot compile the exported network ({first[:200]})") from None
         self.request = self.compiled.create_infer_request()
         self.num_outputs = num_outputs
+        self.notes: list[str] = []
+
+    def graph_inputs(self) -> list[tuple[str, list]]:
+        return [(node.get_any_name(), _dims(node.get_partial_shape())) for node in self.model.inputs]
+
+    def graph_outputs(self) -> list[tuple[str, list]]:
+        return [(node.get_any_name(), _dims(node.get_partial_shape())) for node in self.model.outputs]
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         self.request.infer({0: array})
         # The output tensor's memory belongs to the request; copy before the next call reuses it.
         return torch.from_numpy(np.array(self.request.get_output_tensor(0).data, copy=True))
+
+
+def _dims(shape) -> list:
+    """A partial shape's dimensions: numbers where static, None where dynamic."""
+    return [dim.get_length() if dim.is_static else None for dim in shape]

@@ -6,10 +6,11 @@ The file maps a normalised image batch `image` `[N, 3, H, W]` (H, W multiples of
 """
 from __future__ import annotations
 
+import io
 import os
-import secrets
 from pathlib import Path
 
+from ..config import MAX_CANVAS_SIDE
 from ..errors import ConfigError, OutputError
 from ..types import Progress
 
@@ -28,6 +29,9 @@ def parse_static(value: str | None) -> tuple[int, int] | None:
         raise ConfigError(f"--static expects H,W such as 512,512, got {value!r}") from None
     if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
         raise ConfigError(f"--static {h},{w}: height and width must be positive multiples of {STRIDE}")
+    if max(h, w) > MAX_CANVAS_SIDE:
+        # The cap inference has (config.MAX_CANVAS_SIDE): a bigger traced input is gigabytes of zeros.
+        raise ConfigError(f"--static {h},{w}: at most {MAX_CANVAS_SIDE} pixels a side (the largest canvas aepose runs)")
     return h, w
 
 
@@ -42,10 +46,15 @@ def run_export(
     progress: Progress | None = None,
 ) -> Path:
     """Write the network of a zoo model or checkpoint to `out` atomically; returns `out`.
-    `progress`: where a model download shows."""
+    `progress`: where a model download shows.
+
+    `out` is planned as every command's outputs are (`io.output_plan`): it may not be the
+    checkpoint, and a folder that cannot be written (read-only, a missing parent below a file) is
+    refused before the model loads (exit 6). The network is exported into memory and written by
+    the plan's scope, so a full disk is one line too (exit 6) and leaves no temporary."""
     from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript
     from ..estimator import load_model
-    from ..io.output_plan import output_error
+    from ..io.output_plan import OutputPlan, output_error
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
@@ -59,18 +68,19 @@ def run_export(
     if not out.parent.is_dir():
         # An output that cannot be written (README: exit 6), as the other commands' output plan says it.
         raise OutputError(f"--out {out}: folder {out.parent} does not exist")
+    plan = OutputPlan()
+    if checkpoint is not None:
+        plan.add_input(checkpoint)
+    plan.add_output(out, "--out")
+    scope = plan.check()
     net, keypoints, _ = load_model(model_name, checkpoint, progress=progress)
-    temp = out.with_name(f".{out.name}.part-{secrets.token_hex(4)}")
+    buffer = io.BytesIO()
+    if fmt == "onnx":
+        export_onnx(net, buffer, opset=opset if opset is not None else DEFAULT_OPSET, static_hw=static_hw)
+    else:
+        export_torchscript(net, buffer, static_hw=static_hw)
     try:
-        if fmt == "onnx":
-            export_onnx(net, temp, opset=opset if opset is not None else DEFAULT_OPSET, static_hw=static_hw)
-        else:
-            export_torchscript(net, temp, static_hw=static_hw)
-        with open(temp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temp, out)
-    except OSError as exc:
-        raise output_error(exc, f"--out {out}") from None
-    finally:
-        temp.unlink(missing_ok=True)
+        scope.store_bytes(out, buffer.getbuffer())
+    except OSError as error:
+        raise output_error(error, f"--out {out}") from None
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
+from ..io.output_plan import entered
 from ..jobs.images import ImagesOutcome, plan_folder, plan_images, run_images
 from .console import Bars, DownloadBar, err_console, report_failures
 from .runtime import build_runner, require_engine
@@ -16,8 +17,9 @@ def run_image(
     """One or more image files; `out`/`json_out` False turns that output off. Returns the exit
     status (1: some images failed)."""
     plan = plan_images(images, out, json_out)
-    runner = build_runner(model, config)
-    outcome = run_images(plan, runner, draw_cfg, json_style, progress=Bars("img"), on_note=err_console.print)
+    with entered(plan.scope):  # the outputs locked before the model loads
+        runner = build_runner(model, config)
+        outcome = run_images(plan, runner, draw_cfg, json_style, progress=Bars("img"), on_note=err_console.print)
     return _report(outcome, runner.description)
 
 
@@ -33,18 +35,19 @@ def run_folder(
 
     require_engine(engine)
     plan = plan_folder(folder, recursive=recursive, extensions=extensions, shard=shard, out=out, json_out=json_out)
-    produced_by = provenance(folder, plan.keys, model, config, progress=DownloadBar()) if plan.json_path is not None else None
-    seed = None
-    if plan.json_path is not None and is_complete(plan.json_path) and skip_existing:
-        seed = finished_seed(plan, produced_by)
-        if seed is None:
-            err_console.print(f"{plan.json_path}: already complete for these {len(plan.entries)} images; nothing to do")
-            return 0
-    runner = build_runner(model, config, engine)
-    outcome = run_images(
-        plan, runner, draw_cfg, json_style, resume=skip_existing, provenance=produced_by, seed=seed,
-        progress=Bars("img"), on_note=err_console.print,
-    )
+    with entered(plan.scope):  # the outputs locked before anything is decided or loaded
+        produced_by = provenance(folder, plan.keys, model, config, progress=DownloadBar()) if plan.json_path is not None else None
+        seed = None
+        if plan.json_path is not None and is_complete(plan.json_path) and skip_existing:
+            seed = finished_seed(plan, produced_by)
+            if seed is None:
+                err_console.print(f"{plan.json_path}: already complete for these {len(plan.entries)} images; nothing to do")
+                return 0
+        runner = build_runner(model, config, engine)
+        outcome = run_images(
+            plan, runner, draw_cfg, json_style, resume=skip_existing, provenance=produced_by, seed=seed,
+            progress=Bars("img"), on_note=err_console.print,
+        )
     return _report(outcome, runner.description)
 
 

@@ -17,6 +17,7 @@ from .. import __version__
 from ..config import (
     BACKEND_CHOICES,
     ENGINES,
+    MAX_WORKERS,
     PRECISIONS,
     DrawConfig,
     EngineConfig,
@@ -144,7 +145,7 @@ def engine_options(func):
     """`--engine` and what it takes: who runs the stages (this process, or Ray workers)."""
     options = [
         click.option("--engine", type=click.Choice(list(ENGINES)), default=_ENGINE.engine, show_default=True, help="single: this process (threads around one network); ray: Ray Data workers on this machine or a cluster (needs aepose-cli[ray]; README 'Scale out')."),
-        click.option("--workers", type=click.IntRange(min=1), default=None, help="--engine ray: network workers (actors), each loading the model once [default: 1]."),
+        click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None, help=f"--engine ray: network workers (actors), each loading the model once; at most {MAX_WORKERS}, and never more than there are batches or videos [default: 1]."),
         click.option("--gpus-per-worker", type=FiniteFloat(0.0), default=None, help="--engine ray: GPUs per network worker (1: one worker per card; 0: CPU) [default: 0]."),
         click.option("--ray-address", default=None, metavar="ADDR", help="--engine ray: join this Ray cluster (auto, ray://HOST:10001, HOST:6379) instead of starting a local Ray."),
     ]
@@ -409,9 +410,11 @@ def main(argv: list[str] | None = None) -> None:
     configure_process()
     try:
         status = cli.main(args=argv, prog_name="aepose", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aepose: interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # a KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP: `Stopped`)
+        stop = exc.__cause__ or exc.__context__
+        name = getattr(stop, "signal_name", None)
+        click.echo(f"aepose: interrupted{f' ({name})' if name else ''}", err=True)
+        sys.exit(getattr(stop, "exit_code", 130))
     except click.UsageError as exc:
         # One line like every other error (click's own form adds a usage block and a hint).
         message = " ".join(exc.format_message().split())
@@ -421,14 +424,15 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        click.echo(f"aepose: interrupted: {exc}", err=True)
+        click.echo(f"aepose: interrupted{f' ({exc.signal})' if exc.signal else ''}: {exc}", err=True)
         sys.exit(exc.exit_code)
     except AeposeError as exc:
         click.echo(f"aepose: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("aepose: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        name = getattr(stop, "signal_name", None)
+        click.echo(f"aepose: interrupted{f' ({name})' if name else ''}", err=True)
+        sys.exit(getattr(stop, "exit_code", 130))
     except BrokenPipeError:
         sys.exit(1)
     except OSError as exc:  # a write the commands did not foresee (full disk...): still one line

@@ -14,6 +14,7 @@ from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice, Vid
 from ..errors import ConfigError
 from ..estimator import PoseEstimator
 from ..io.decode import source_kind
+from ..io.output_plan import entered
 from ..jobs.video import (
     VideoOutcome,
     VideosRun,
@@ -26,14 +27,15 @@ from ..jobs.video import (
 from ..jobs.video import (
     run_videos as run_video_jobs,
 )
-from ..jobs.video_plan import VideoJob, expand_sources, plan_videos
+from ..jobs.video_plan import VideoJob, expand_sources, plan_video_run, source_listings
 from .console import Bars, DownloadBar, err_console, report_failures, stage_table
 from .runtime import build_runner, require_engine
 
 
 def run_video(
     source: str, estimator, draw_cfg: DrawConfig, options: VideoOptions, model: ModelChoice | None = None, *,
-    config: InferenceConfig | None = None, progress: bool = True,
+    config: InferenceConfig | None = None, progress: bool = True, listings: list[tuple[str, str]] | None = None,
+    recursive: bool = False,
 ) -> int:
     """Run one video end to end; outputs are kept (and loadable) even if the stream breaks.
     Returns the exit status.
@@ -43,25 +45,27 @@ def run_video(
     On an error or Ctrl-C the frames written so far are kept in `NAME.partial.mp4` and the
     one-line error says how many frames were kept and where (exit 130 for Ctrl-C). `model`
     lets the JSON record the checkpoint's sha256; `config` lets `--skip-existing` decide before
-    the model loads. `progress`: draw the progress bar.
+    the model loads. `progress`: draw the progress bar. `listings`: the folder or pattern the
+    video was found in (`source_listings`), which no output may land in.
     """
-    (job,) = plan_videos([source], options)
-    known = estimator.config if isinstance(estimator, PoseEstimator) else config
-    decided = decide_resume([job], options, draw_cfg, model, known, progress=DownloadBar(), on_skip=_skipped)
-    if decided.skip:
-        return 0
-    runner = build_runner(model, known, estimator=estimator if isinstance(estimator, PoseEstimator) else estimator())
-    base = decided.base
-    if model is not None and base is None:
-        base = base_provenance(model, runner.config, progress=DownloadBar())
-    produced_by = None if base is None else job_provenance(base, job, options, draw_cfg, runner.config.batch_size)
-    outcome = process_video(
-        job, runner, draw_cfg, options, produced_by=produced_by, progress=Bars("frame", enabled=progress), resume=bool(decided.resume),
-    )
-    if outcome.error is not None:
-        raise outcome.error
-    if options.skip_existing:
-        remove_leftovers(job)
+    (job,), scope = plan_video_run([source], options, listings=listings, recursive=recursive)
+    with entered(scope):  # the outputs locked before anything is decided or loaded
+        known = estimator.config if isinstance(estimator, PoseEstimator) else config
+        decided = decide_resume([job], options, draw_cfg, model, known, progress=DownloadBar(), on_skip=_skipped)
+        if decided.skip:
+            return 0
+        runner = build_runner(model, known, estimator=estimator if isinstance(estimator, PoseEstimator) else estimator())
+        base = decided.base
+        if model is not None and base is None:
+            base = base_provenance(model, runner.config, progress=DownloadBar())
+        produced_by = None if base is None else job_provenance(base, job, options, draw_cfg, runner.config.batch_size)
+        outcome = process_video(
+            job, runner, draw_cfg, options, produced_by=produced_by, progress=Bars("frame", enabled=progress), resume=bool(decided.resume),
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        if options.skip_existing:
+            remove_leftovers(job, decided.leftovers.get(0, ()))
     times = outcome.times
     for note in outcome.notes:
         err_console.print(f"note: {note}")
@@ -100,32 +104,34 @@ def run_videos(
     if on_ray:
         require_engine(engine)
     sources = expand_sources(args, recursive=recursive)
+    listings = source_listings(args)
     if on_ray:
         streams = [s for s in sources if source_kind(s) != "file"]
         if streams:
             raise ConfigError(f"{streams[0]}: a stream or webcam is read by this process; run it without --engine ray")
     elif len(sources) == 1:
-        return run_video(sources[0], estimator, draw_cfg, options, model, config=config, progress=progress)
-    jobs = plan_videos(sources, options)
-    known = estimator.config if isinstance(estimator, PoseEstimator) else config
-    decided = decide_resume(jobs, options, draw_cfg, model, known, progress=DownloadBar(), on_skip=_skipped)
-    todo = [i for i in range(len(jobs)) if i not in decided.skip]
-    if not todo:
-        err_console.print(f"all {len(jobs)} videos are finished; nothing to do")
-        return 0
-    if on_ray:
-        runner = build_runner(model, config, engine)
-    else:
-        runner = build_runner(model, known, estimator=estimator if isinstance(estimator, PoseEstimator) else estimator())
-    base = decided.base
-    if model is not None and base is None:
-        base = base_provenance(model, runner.config, progress=DownloadBar())
-    with runner:
-        run = run_video_jobs(
-            runner, [jobs[i] for i in todo], draw_cfg, options, batch_size=runner.config.batch_size, base=base,
-            resume={n for n, i in enumerate(todo) if i in decided.resume}, progress=Bars("frame", enabled=progress),
-            on_outcome=_summarise_one,
-        )
+        return run_video(sources[0], estimator, draw_cfg, options, model, config=config, progress=progress, listings=listings, recursive=recursive)
+    jobs, scope = plan_video_run(sources, options, listings=listings, recursive=recursive)
+    with entered(scope):  # the outputs locked before anything is decided or loaded
+        known = estimator.config if isinstance(estimator, PoseEstimator) else config
+        decided = decide_resume(jobs, options, draw_cfg, model, known, progress=DownloadBar(), on_skip=_skipped)
+        todo = [i for i in range(len(jobs)) if i not in decided.skip]
+        if not todo:
+            err_console.print(f"all {len(jobs)} videos are finished; nothing to do")
+            return 0
+        if on_ray:
+            runner = build_runner(model, config, engine)
+        else:
+            runner = build_runner(model, known, estimator=estimator if isinstance(estimator, PoseEstimator) else estimator())
+        base = decided.base
+        if model is not None and base is None:
+            base = base_provenance(model, runner.config, progress=DownloadBar())
+        with runner:
+            run = run_video_jobs(
+                runner, [jobs[i] for i in todo], draw_cfg, options, batch_size=runner.config.batch_size, base=base,
+                resume={n for n, i in enumerate(todo) if i in decided.resume}, progress=Bars("frame", enabled=progress),
+                on_outcome=_summarise_one, leftovers={n: decided.leftovers.get(i, []) for n, i in enumerate(todo)},
+            )
     return _report_videos(run, skipped=len(jobs) - len(todo), where=runner.description)
 
 

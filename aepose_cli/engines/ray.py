@@ -268,7 +268,8 @@ def _dataset(batches: list[list[WorkItem]], runner: RayRunner, model_ref, thread
         num_cpus=1, max_retries=TASK_RETRIES,
     )
     dataset = dataset.map_batches(
-        NetworkWorker, batch_size=1, concurrency=engine.workers,
+        # Never more actors than batches: each one is a process that loads the model.
+        NetworkWorker, batch_size=1, concurrency=min(engine.workers, len(batches)),
         fn_constructor_kwargs=runner._network_kwargs(model_ref, threads), **runner._network_resources(),
     )
     dataset = dataset.map_batches(

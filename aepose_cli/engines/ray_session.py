@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 
-from ..config import EngineConfig
+from ..config import RAY_CONNECT_TIMEOUT_S, EngineConfig
 from ..errors import EngineError
 
 try:
@@ -98,11 +98,61 @@ def _init(engine: EngineConfig, quiet: bool = True) -> None:
         except Exception as exc:  # noqa: BLE001 - Ray raises many types when it cannot start
             raise EngineError(f"cannot start a local Ray instance ({_first_line(exc)})") from None
         return
+    _check_reachable(engine.ray_address)
     env = _worker_env(local=False)
     try:
         ray.init(address=engine.ray_address, runtime_env={"env_vars": env} if env else None, **common)
     except Exception as exc:  # noqa: BLE001
         raise EngineError(f"--ray-address {engine.ray_address}: cannot connect to a Ray cluster there ({_first_line(exc)})") from None
+
+
+def _check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s`, an address where no Ray answers: `ray.init` would retry for
+    minutes without a word where nothing listens (`127.0.0.1:1`, a host that is down), and
+    hangs where something listens that is not Ray (a web server, a stale port forward). Ray's
+    GCS and its client server speak gRPC, so the address must answer HTTP/2's connection
+    preface with a SETTINGS frame within the timeout (unless Ray's TLS is on: then only the TCP
+    connection is checked). 'auto' (and addresses without a port) are left to Ray, which finds a
+    local cluster or says there is none."""
+    import socket
+    import time
+
+    host, port = _host_port(address)
+    if host is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            connection.sendall(_HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = connection.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as error:
+        reason = f"no answer within {timeout_s:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+        raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there ({reason})") from None
+    if len(head) < 9 or head[3] != _HTTP2_SETTINGS:
+        raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there (what answers does not speak Ray's gRPC)")
+
+
+# HTTP/2's client connection preface and an empty SETTINGS frame; a gRPC server answers with a
+# SETTINGS frame of its own (frame header: 3 bytes length, 1 byte type = 4, flags, stream id).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
+
+
+def _host_port(address: str) -> tuple[str | None, int]:
+    """(host, port) of `HOST:PORT` or `ray://HOST:PORT`; (None, 0) for anything else."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None, 0
+    return host.strip("[]"), int(port)
 
 
 def _worker_env(local: bool) -> dict[str, str]:

@@ -113,6 +113,49 @@ def check_annotations(data: Any, name: str) -> None:
             raise AnnotationError(f"{where}: 'area' must be a finite number, got {_show(ann['area'])}")
 
 
+def check_consistency(data: dict, name: str) -> None:
+    """AnnotationError naming the file and the first entry that does not fit the others: image
+    ids and annotation ids that are not unique, annotations of an image or a category the file
+    does not have. For the command line, before any model loads (`evaluate`): the evaluator
+    itself reads such files as xtcocotools does (the last of two same ids wins), which is never
+    what a dataset means."""
+    seen_images: dict[int, int] = {}
+    for i, image in enumerate(data["images"]):
+        if image["id"] in seen_images:
+            raise AnnotationError(f"{name}: images[{i}] has id {image['id']}, as images[{seen_images[image['id']]}] does; image ids must be unique")
+        seen_images[image["id"]] = i
+    categories = {cat["id"] for cat in data.get("categories", [])}
+    seen_annotations: dict[int, int] = {}
+    for i, ann in enumerate(data["annotations"]):
+        if ann["id"] in seen_annotations:
+            raise AnnotationError(
+                f"{name}: annotations[{i}] has id {ann['id']}, as annotations[{seen_annotations[ann['id']]}] does; annotation ids must be unique"
+            )
+        seen_annotations[ann["id"]] = i
+        if ann["image_id"] not in seen_images:
+            raise AnnotationError(f"{name}: annotations[{i}] is of image_id {ann['image_id']}, which is not among its images")
+        if categories and ann["category_id"] not in categories:
+            raise AnnotationError(f"{name}: annotations[{i}] has category_id {ann['category_id']}, which is not among its categories")
+
+
+def check_results_refer(results: list, name: str, ann: dict, ann_name: str) -> None:
+    """AnnotationError when results point at images or categories the annotation file lacks
+    (for the command line, before scoring: a results file of another dataset)."""
+    images = {image["id"] for image in ann["images"]}
+    categories = {cat["id"] for cat in ann.get("categories", [])}
+    unknown = sorted({r["image_id"] for r in results} - images)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        raise AnnotationError(f"{name}: {len(unknown)} image id(s) not in the annotations {ann_name}: {shown}")
+    if categories:
+        for i, r in enumerate(results):
+            if r["category_id"] not in categories:
+                raise AnnotationError(
+                    f"{name}: result [{i}] has category_id {r['category_id']}, not a category of {ann_name} "
+                    f"({', '.join(map(str, sorted(categories)))})"
+                )
+
+
 def check_results(results: Any, name: str) -> None:
     """AnnotationError naming the file and the first bad entry of a COCO keypoint results list:
     objects with integer 'image_id' and 'category_id', 'keypoints' a list of numbers (length a

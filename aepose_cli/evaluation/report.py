@@ -6,9 +6,12 @@ with the Agg backend set on a private figure API so no global pyplot state is to
 writes DIR/index.html, DIR/analysis.json and one PNG per plot.
 
 The folder is written atomically: everything goes into a hidden sibling folder that replaces DIR
-in one rename at the end (a previous report there is swapped out and removed). A DIR that holds
-anything but a previous report, or that contains or is one of the command's input files, is
-refused before any work starts (`check_report_dir`).
+in one rename at the end. Every report holds a marker, `.aepose-report.json`, naming this tool and
+the files it wrote. A DIR is "an earlier report" only by that marker, and replacing it removes
+only the files its marker lists (then the emptied folder); a DIR that holds anything else (the
+user's photos, say), or that contains or is one of the command's inputs (the `--images` folder
+included), is refused before any work starts (`check_report_dir`). All of it goes through the
+run's `FileScope` (`io.filesystem`).
 """
 from __future__ import annotations
 
@@ -16,19 +19,26 @@ import html
 import io
 import json
 import os
-import secrets
-import shutil
+import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..errors import ConfigError, MissingDependencyError
+from ..io.filesystem import FileScope, fsync_folder
 from ..keypoints import KeypointSet
 from . import analysis
 
 REPORT_FILES = ("index.html", "analysis.json")
+# The marker a report folder holds: this tool, its version, and the files the report wrote.
+REPORT_MARKER = ".aepose-report.json"
+_MARKER_FORMAT = 1
+# What a marker may list: plain names of the kinds a report writes (never a path, never hidden).
+_LISTABLE = re.compile(r"[^/\\.][^/\\]*\.(png|html|json)")
 PLOTS: tuple[tuple[str, str, str], ...] = (
     (
         "pr_curves.png",
@@ -120,8 +130,30 @@ TEMPLATE = {
 }
 
 
+def report_file_names() -> tuple[str, ...]:
+    """Every file a report of this version may write (what the output plan declares)."""
+    return (*REPORT_FILES, *(plot[0] for plot in PLOTS), REPORT_MARKER)
+
+
+def earlier_report_files(folder: str | os.PathLike[str]) -> list[str] | None:
+    """The files an earlier report of this tool listed in its marker, or None when `folder` holds
+    no such marker (then it is not an earlier report, whatever else it holds)."""
+    marker = Path(folder) / REPORT_MARKER
+    try:
+        if not stat.S_ISREG(os.lstat(marker).st_mode) or os.lstat(marker).st_size > 1 << 20:
+            return None
+        data = json.loads(marker.read_bytes())
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) and data.get("aepose_report") == _MARKER_FORMAT else None
+    if not isinstance(files, list) or not all(isinstance(name, str) and _LISTABLE.fullmatch(name) for name in files):
+        return None
+    return files
+
+
 def check_report_dir(report_dir: str | os.PathLike[str], inputs: Sequence[Any]) -> Path:
-    """Refuse a report folder that would replace or swallow an input, or a foreign folder.
+    """Refuse a report folder that would replace or swallow an input (a file, or a folder such as
+    `--images`), or that is not empty and not an earlier report (its marker): one line, exit 2.
 
     Also checks that matplotlib can be imported, so a missing extra fails before inference.
     Returns the folder as a Path.
@@ -135,16 +167,30 @@ def check_report_dir(report_dir: str | os.PathLike[str], inputs: Sequence[Any]) 
         path = Path(item).resolve()
         if path == resolved or resolved in path.parents:
             raise ConfigError(f"{target}: the report folder would replace the input {item}")
-    if target.exists():
+    if target.exists() or target.is_symlink():
         if not target.is_dir():
             raise ConfigError(f"{target}: exists and is not a folder")
-        foreign = [p.name for p in target.iterdir() if not _is_report_file(p.name)]
-        if foreign:
-            raise ConfigError(
-                f"{target}: not empty and not a previous report (holds {foreign[0]}); "
-                "give a new or empty folder"
-            )
+        entries = sorted(p.name for p in target.iterdir())
+        if entries:
+            listed = earlier_report_files(target)
+            if listed is None:
+                raise ConfigError(
+                    f"{target}: not empty and not a previous report of aepose (holds {entries[0]}, no {REPORT_MARKER}); "
+                    "give a new or empty folder"
+                )
+            foreign = [name for name in entries if name != REPORT_MARKER and name not in listed]
+            if foreign:
+                raise ConfigError(
+                    f"{target}: holds {foreign[0]}, which the previous report there did not write; give a new or empty folder"
+                )
     return target
+
+
+def report_outputs(report_dir: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The names inside the report folder a run may create, replace or delete: this version's
+    files and those the earlier report there listed."""
+    earlier = earlier_report_files(report_dir) if Path(report_dir).is_dir() else None
+    return tuple(dict.fromkeys([*report_file_names(), *(earlier or [])]))
 
 
 def write_report(
@@ -154,8 +200,11 @@ def write_report(
     results: Any,
     keypoints: KeypointSet,
     title: str = "COCO keypoint evaluation",
+    *,
+    scope: FileScope | None = None,
 ) -> Path:
-    """Analyse, plot and write the report folder atomically; returns the folder.
+    """Analyse, plot and write the report folder atomically; returns the folder. `scope`: the
+    run's `FileScope`, which declared the folder (None: a scope of that folder alone).
 
     `evaluation` is `cocoeval.evaluate_keypoints_detailed`'s answer for the same annotations
     and results: its arrays give the precision-recall curves, so nothing is evaluated twice.
@@ -179,7 +228,7 @@ def write_report(
         files = _plots(data, keypoints)
     files["analysis.json"] = (json.dumps(data, indent=1) + "\n").encode()
     files["index.html"] = _html(data, [p for p in PLOTS if p[0] in files]).encode()
-    _commit_folder(target, files)
+    _commit_folder(target, files, scope)
     return target
 
 
@@ -475,37 +524,23 @@ def _tables(data: dict[str, Any]) -> str:
 # Atomic folder
 
 
-def _is_report_file(name: str) -> bool:
-    return name in REPORT_FILES or any(name == p[0] for p in PLOTS) or name.endswith(".png")
-
-
-def _commit_folder(target: Path, files: Mapping[str, bytes]) -> None:
-    """Write `files` into a hidden sibling folder, then swap it in for `target`."""
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    temp = parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
-    temp.mkdir()
-    try:
-        for name, payload in files.items():
-            with open(temp / name, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-        old = None
-        if target.exists():
-            old = parent / f".{target.name}.old-{secrets.token_hex(4)}"
-            os.replace(target, old)
-        try:
-            os.replace(temp, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-            raise
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+def _commit_folder(target: Path, files: Mapping[str, bytes], scope: FileScope | None = None) -> None:
+    """Write `files` and the marker into a hidden sibling folder, then swap it in for `target`;
+    an earlier report there is set aside and emptied of the files its marker lists, and removed
+    once empty (anything it did not list stays where it was set aside, never deleted)."""
+    if scope is None:
+        scope = FileScope("report")
+        scope.declare_folder(target)
+        scope.seal()
+    listed = earlier_report_files(target) if target.is_dir() else None
+    if target.is_dir() and listed is None and any(target.iterdir()):
+        raise ConfigError(f"{target}: not empty and not a previous report of aepose; give a new or empty folder")
+    temp = scope.temporary_folder(target)
+    for name, payload in files.items():
+        scope.write_into(temp, name, payload)
+    marker = {"aepose_report": _MARKER_FORMAT, "made_by": f"aepose {__version__}", "files": sorted(files)}
+    scope.write_into(temp, REPORT_MARKER, (json.dumps(marker, indent=1) + "\n").encode())
+    old = scope.swap_folder(temp, target)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    from ..io.atomic import fsync_folder
-
-    fsync_folder(parent)
+        scope.remove_listed(old, [*(listed or []), REPORT_MARKER])
+    fsync_folder(target.parent)

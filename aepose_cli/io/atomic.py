@@ -1,12 +1,12 @@
-"""Atomic files: every finished output appears in one `os.replace`.
+"""Atomic files: every finished output appears in one rename, made by the run's `FileScope`.
 
-A crash or an error never leaves a half-written output under the final name, only (at worst)
-a hidden `.NAME.tmp-XXXX` file beside it. The model cache (`zoo.py`) uses `fsync_folder` too.
+A crash or an error never leaves a half-written output under the final name, only (at worst,
+after a crash) a hidden `.NAME.tmp-XXXXXXXX` file beside it. The writes themselves are
+`io.filesystem`'s; this module adds the image encoding and keeps the names callers use.
 """
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,54 +16,43 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from .filesystem import FileScope, fsync_folder
+
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "fsync_folder", "write_image"]
 
 DEFAULT_JPEG_QUALITY = 95  # cv2.imwrite's default, which the reference demo relies on
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic writes
+# Atomic writes (through a run's `FileScope`, or one declaring just the file)
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_output(path: str | os.PathLike[str], mode: str = "wb", *, scope: FileScope | None = None) -> Iterator[IO[Any]]:
     """Write `path` through a hidden temporary file in the same folder, renamed on success.
 
-    The temporary file (`.NAME.tmp-XXXXXXXX`) is fsync'ed before `os.replace`, so after a crash
-    `path` holds either its old content or the complete new one. If the body raises, the
-    temporary file is removed and the exception propagates. Missing parent folders are created.
-    `mode` is 'wb' or 'w' (UTF-8 text).
+    The temporary file (`.NAME.tmp-XXXXXXXX`, its token recorded when it is made) is fsync'ed
+    before the rename, so after a crash `path` holds either its old content or the complete new
+    one. If the body raises, the temporary file is removed and the exception propagates. Missing
+    parent folders are created. `mode` is 'wb' or 'w' (UTF-8 text). `scope`: the run's
+    (`io.filesystem`), which must have declared `path`; None: a scope of this file alone.
     """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = _create_temp_beside(target)
-    try:
-        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    fsync_folder(target.parent)
+    with (scope or FileScope.of(path)).atomic_file(path, mode) as handle:
+        yield handle
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, scope: FileScope | None = None) -> None:
     """Replace `path` with `data` in one step (see `atomic_output`)."""
-    with atomic_output(path, "wb") as handle:
-        handle.write(data)
+    (scope or FileScope.of(path)).store_bytes(path, data)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, scope: FileScope | None = None) -> None:
     """Replace `path` with UTF-8 `text` in one step (see `atomic_output`)."""
-    with atomic_output(path, "w") as handle:
-        handle.write(text)
+    (scope or FileScope.of(path)).store_text(path, text)
 
 
 def write_image(
-    path: str | os.PathLike[str], image_bgr: np.ndarray, jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    path: str | os.PathLike[str], image_bgr: np.ndarray, jpeg_quality: int = DEFAULT_JPEG_QUALITY, *, scope: FileScope | None = None,
 ) -> None:
     """Encode a BGR image in the format its extension names and write it atomically.
 
@@ -80,39 +69,8 @@ def write_image(
     if not ok:
         raise ConfigError(f"{target}: OpenCV could not encode the image as {extension}")
     try:
-        atomic_write_bytes(target, encoded.tobytes())
+        atomic_write_bytes(target, encoded.tobytes(), scope=scope)
     except OSError as error:
         from .output_plan import output_error
 
         raise output_error(error, target) from None
-
-
-def _create_temp_beside(target: Path) -> tuple[int, str]:
-    """Create a fresh hidden file next to `target`; mode 0o666 so the umask applies as usual."""
-    while True:
-        temp = str(target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}"))
-        try:
-            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
-        except FileExistsError:
-            continue
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def fsync_folder(folder: Path) -> None:
-    """Persist the rename itself; best effort (not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

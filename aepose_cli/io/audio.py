@@ -128,10 +128,13 @@ def open_audio_copy(
 ) -> AudioCopy | None:
     """The first audio stream of `source` set up for `container`; None (with a note) when
     there is none or it cannot be copied: the video matters more."""
+    from ..errors import InputError
+    from .decode import open_media_file
+
     try:
-        audio_input = av.open(str(source))
-    except (av.error.FFmpegError, OSError) as error:
-        notes.append(f"audio not copied: cannot reopen {source} ({one_line(error)})")
+        audio_input = open_media_file(source)
+    except InputError as error:
+        notes.append(f"audio not copied: cannot reopen {error}")
         return None
     in_stream = first_audio_stream(audio_input)
     if in_stream is None:

@@ -18,12 +18,22 @@ from ..errors import ConfigError, OutputError
 from ..keypoints import KeypointSet
 from ..types import FrameResult, Pose
 from .atomic import atomic_output
-from .jsonlines import JournalBusy, JournalCorrupt, LineLog, _open_locked, dumps, iter_records, open_resumable, track_fields
-from .output_paths import journal_path
+from .filesystem import FileScope
+from .jsonlines import JournalBusy, JournalCorrupt, LineLog, dumps, iter_records, open_resumable, track_fields
+from .output_paths import JOURNAL_MAGIC, journal_path
 
 JSON_STYLES: tuple[str, ...] = ("dataset", "results")
 PERSON_CATEGORY_ID = 1
 _JOURNAL_FORMAT = 2
+
+
+def is_own_journal(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` begins as a journal of this tool does (read just before deleting it)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(JOURNAL_MAGIC)) == JOURNAL_MAGIC
+    except OSError:
+        return False
 _PID_WIDTH = 10  # the header's writer pid is padded, so a resumed run can overwrite it in place
 
 
@@ -163,6 +173,8 @@ class CocoJsonWriter:
         fsync_seconds: float = 5.0,
         provenance: dict[str, Any] | None = None,
         keep_journal: bool = True,
+        scope: FileScope | None = None,
+        header_extra: dict[str, Any] | None = None,
     ) -> None:
         if style not in JSON_STYLES:
             choices = ", ".join(JSON_STYLES)
@@ -174,8 +186,10 @@ class CocoJsonWriter:
         self.kpt_thr = float(kpt_thr)
         self.provenance = provenance
         self.keep_journal = keep_journal
+        self.header_extra = dict(header_extra or {})
+        self.scope = scope or FileScope.of(self.path, self.journal_path)
         try:
-            handle, records = open_resumable(self.journal_path, resume, _journal_summary, lock=True)
+            handle, records = open_resumable(self.journal_path, resume, _journal_summary, lock=True, scope=self.scope)
         except JournalBusy:
             raise OutputError(
                 f"{self.path}: another aepose run{_holder(self.journal_path)} is writing it; "
@@ -290,12 +304,12 @@ class CocoJsonWriter:
             self._closed = True
             try:
                 self._log.sync()
-                with atomic_output(self.path, "w") as handle:
+                with atomic_output(self.path, "w", scope=self.scope) as handle:
                     if self.style == "dataset":
                         self._write_dataset(handle)
                     else:
                         self._write_results(handle)
-                self.journal_path.unlink()
+                self.scope.remove(self.journal_path, proof=is_own_journal)
             except OSError as error:
                 from .output_plan import output_error
 
@@ -318,7 +332,7 @@ class CocoJsonWriter:
     def discard(self) -> None:
         """Stop and delete the journal: nothing of this run is kept (nor resumable)."""
         if not self._closed:
-            self.journal_path.unlink(missing_ok=True)  # still locked: nobody else uses it
+            self.scope.remove(self.journal_path, proof=is_own_journal)  # still locked: nobody else uses it
         self.abort()
 
     def __enter__(self) -> CocoJsonWriter:
@@ -335,6 +349,7 @@ class CocoJsonWriter:
     # -- journal ----------------------------------------------------------------------------
 
     def _header(self) -> dict[str, Any]:
+        # "aepose_journal" first: every journal begins with JOURNAL_MAGIC.
         return {
             "aepose_journal": _JOURNAL_FORMAT,
             "writer_pid": str(os.getpid()).rjust(_PID_WIDTH),
@@ -342,6 +357,7 @@ class CocoJsonWriter:
             "num_joints": self.keypoints.num_joints,
             "style": self.style,
             "provenance": self.provenance,
+            **self.header_extra,
         }
 
     def _adopt(self, records: list[Any]) -> None:
@@ -362,7 +378,7 @@ class CocoJsonWriter:
             key, image_id = entry
             self._keys.add(key)
             self._image_ids.add(image_id)
-        _rewrite_pid(self._log, self.journal_path)
+        _rewrite_pid(self._log, self.journal_path, self.scope)
 
     def _frame_records(self) -> Iterator[dict[str, Any]]:
         records = iter_records(self.journal_path)
@@ -440,16 +456,28 @@ def _header_mismatch(found: Any, wanted: dict[str, Any]) -> str | None:
 def provenance_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """What differs between two records of what produced an output (None: nothing), in a few
     words naming the first difference: 'other checkpoint: ...', 'other settings: scales ...'."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return "no record of what produced it"
     for field in sorted(set(old) | set(new)):
         if old.get(field) != new.get(field):
             name = _PROVENANCE_NAMES.get(field, field)
-            if field == "settings" and isinstance(old.get(field), dict) and isinstance(new.get(field), dict):
-                diff = [k for k in sorted(set(old[field]) | set(new[field])) if old[field].get(k) != new[field].get(k)]
-                return f"other {name}: " + ", ".join(f"{k} {old[field].get(k)!r} then, {new[field].get(k)!r} now" for k in diff[:3])
+            then, now = old.get(field), new.get(field)
+            if isinstance(then, dict) and isinstance(now, dict):
+                diff = [k for k in sorted(set(then) | set(now), key=str) if then.get(k) != now.get(k)]
+                return f"other {name}: " + ", ".join(f"{k} {_short(then.get(k))} then, {_short(now.get(k))} now" for k in diff[:3])
             if field == "inputs":
-                return f"other {name} ({len(old.get(field) or [])} then, {len(new.get(field) or [])} now)"
-            return f"other {name}: {old.get(field)!r} then, {new.get(field)!r} now"
+                count = (lambda v: len(v) if isinstance(v, list) else "?")
+                return f"other {name} ({count(then)} then, {count(now)} now)"
+            if isinstance(then, dict) != isinstance(now, dict):
+                return f"other {name}: {_short(then)} then, an object now" if isinstance(now, dict) else f"other {name}: an object then, {_short(now)} now"
+            return f"other {name}: {_short(then)} then, {_short(now)} now"
     return None
+
+
+def _short(value: Any) -> str:
+    """A value in a message: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _holder(journal: Path) -> str:
@@ -463,7 +491,7 @@ def _holder(journal: Path) -> str:
     return f" (pid {pid})"
 
 
-def _rewrite_pid(log: LineLog, journal: Path) -> None:
+def _rewrite_pid(log: LineLog, journal: Path, scope: FileScope) -> None:
     """A resumed journal's header names the pid now holding it (same width, so in place)."""
     with open(journal, "rb") as handle:
         first = handle.readline()
@@ -476,21 +504,21 @@ def _rewrite_pid(log: LineLog, journal: Path) -> None:
     except ValueError:
         return
     log.sync()
-    with open(journal, "r+b") as raw:
-        raw.seek(at + len(marker))
-        raw.write(str(os.getpid()).rjust(_PID_WIDTH).encode()[:_PID_WIDTH])
+    scope.overwrite_at(journal, at + len(marker), str(os.getpid()).rjust(_PID_WIDTH).encode()[:_PID_WIDTH])
 
 
-def trim_journal(output: str | os.PathLike[str], keep: Callable[[int], int]) -> int:
+def trim_journal(output: str | os.PathLike[str], keep: Callable[[int], int], *, scope: FileScope | None = None) -> int:
     """Cut OUTPUT's journal after its first `keep(n)` frame lines (n: the valid frame lines it
     holds; a torn last line goes too), under its lock; returns how many it kept.
 
     For an exact resume: the caller decides where the stopped run's work can be continued
     without changing what an uninterrupted run would have computed. OutputError when another
-    run holds the journal, ConfigError when a line before the end is not JSON."""
+    run holds the journal, ConfigError when a line before the end is not JSON. `scope`: the
+    run's `FileScope` (None: a scope of the journal alone)."""
     path = journal_path(output)
+    scope = scope or FileScope.of(path)
     try:
-        fd = _open_locked(path)
+        fd = scope.open_locked(path, on_busy=lambda: JournalBusy(path))
     except JournalBusy:
         raise OutputError(
             f"{output}: another aepose run{_holder(path)} is writing it; wait for it to finish or choose another output"
@@ -510,7 +538,7 @@ def trim_journal(output: str | os.PathLike[str], keep: Callable[[int], int]) -> 
                 lengths.append(len(line))
         frames = max(0, len(lengths) - 1)  # the first line is the header
         kept = min(frames, max(0, keep(frames))) if lengths else 0
-        os.ftruncate(fd, sum(lengths[: 1 + kept]))
+        scope.truncate(fd, path, sum(lengths[: 1 + kept]))
         return kept
     finally:
         os.close(fd)

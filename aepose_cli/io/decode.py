@@ -13,6 +13,7 @@ does) and counted in `VideoSource.skipped_packets`.
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import stat
 import sys
@@ -34,6 +35,27 @@ FALLBACK_TIME_BASE = Fraction(1, 90000)
 FALLBACK_RATE = Fraction(30)
 
 _STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+
+# Only media, only the file named. A local video is opened through FFmpeg's `file` protocol
+# alone (no `concat:`, `subfile:`, `pipe:`, network...) and with one of these demuxers, none of
+# which opens another file or URL: an HLS or DASH playlist, a concat list, an image sequence
+# (each names other files, which FFmpeg would read into the output; a FIFO among them would hang
+# the run) are refused before FFmpeg reads past the probe. MP4's external data references are
+# off (`enable_drefs` 0, FFmpeg's default, said explicitly).
+VIDEO_DEMUXERS: tuple[str, ...] = (
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "mpegvideo",
+    "flv", "asf", "ogg", "h264", "hevc", "m4v", "mjpeg", "yuv4mpegpipe", "nut", "dv", "ivf", "obu",
+)
+_FILE_OPTIONS = {
+    "protocol_whitelist": "file",
+    "format_whitelist": ",".join(VIDEO_DEMUXERS),
+    "enable_drefs": "0",
+}
+# A stream URL the user gave may use network protocols only: never `file`, so that a remote
+# playlist cannot name a local file.
+_STREAM_PROTOCOLS = "http,https,tls,tcp,udp,rtp,srtp,rtsp,rtsps,rtmp,rtmps,rtmpt,rtmpts,rtmpe,rtmpte,srt,crypto,httpproxy"
+# What a refused file that names other files begins with, for a message that says so.
+_LIST_MAGIC = ((b"#EXTM3U", "an HLS playlist"), (b"ffconcat", "a concat list"), (b"<?xml", "an XML manifest (DASH?)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +193,7 @@ def _open_container(
 
     text = os.fspath(source)
     if _is_url(text):
-        options = {"rw_timeout": str(int(timeout_s * 1e6))}
+        options = {"rw_timeout": str(int(timeout_s * 1e6)), "protocol_whitelist": _STREAM_PROTOCOLS}
         if text.lower().startswith(("rtsp", "http", "tcp", "udp")):
             # Socket timeout in microseconds; not for rtmp, where `timeout` means "listen".
             options["timeout"] = str(int(timeout_s * 1e6))
@@ -182,19 +204,65 @@ def _open_container(
         return container, text, "url", None
 
     path = Path(text)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
+    return open_media_file(path, timeout_s), str(path), "file", path
+
+
+def open_media_file(path: Path, timeout_s: float = 5.0) -> av.container.InputContainer:
+    """Open a local video file for reading, and only that file (see `VIDEO_DEMUXERS`).
+
+    Checked with stat first, never by opening: a missing file, a folder, a FIFO, socket or
+    device (opening a FIFO blocks until a writer comes), an empty file are one-line InputErrors;
+    so is a format refused because it names other files (a playlist), or no media at all."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{path}: is a directory, not a video file")
-    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block av.open forever
+    if not stat.S_ISREG(mode):
         raise InputError(f"{path}: not a regular file (a pipe, socket or device); refused")
-    if path.stat().st_size == 0:
+    if os.stat(path).st_size == 0:
         raise InputError(f"{path}: empty file")
     try:
-        container = av.open(str(path), timeout=timeout_s)
+        return av.open("file:" + os.path.abspath(path), options=dict(_FILE_OPTIONS), timeout=timeout_s)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        kind = _names_other_files(path)
+        if kind is not None:
+            raise InputError(f"{path}: {kind} names other files, which aepose does not open; give the video file itself") from None
+        if getattr(error, "errno", None) == errno.EINVAL:  # a format FFmpeg knows, not among VIDEO_DEMUXERS
+            raise InputError(
+                f"{path}: not a video file aepose reads (its format is none of {', '.join(VIDEO_DEMUXERS[:12])}...)"
+            ) from None
         raise InputError(f"{path}: not a readable video file ({one_line(error)})") from None
-    return container, str(path), "file", path
+
+
+def _names_other_files(path: Path) -> str | None:
+    """'an HLS playlist' (or another list format) when the file begins as one; else None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return None
+    for magic, kind in _LIST_MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def media_comment(path: str | os.PathLike[str]) -> str | None:
+    """The `comment` tag of a local media file (where aepose marks the MP4s it writes), or None
+    when it has none or cannot be opened as media."""
+    try:
+        container = open_media_file(Path(path))
+    except InputError:
+        return None
+    try:
+        value = container.metadata.get("comment")
+    finally:
+        container.close()
+    return value if isinstance(value, str) else None
 
 
 def _pick_video_stream(

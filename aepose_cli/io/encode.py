@@ -4,15 +4,18 @@
 30000/1001 and a variable-frame-rate clip stays variable; the source's audio is copied next to
 them by `audio.py`.
 
-Atomic output: `VideoSink` encodes into `<out>.part-<random>.mp4` next to `<out>` and
-`os.replace`s it onto `<out>` on `close()`. When the run fails (an exception inside the `with`
+Atomic output: `VideoSink` encodes into `<out>.part-<token>.mp4` next to `<out>` (a temporary
+of the run's `FileScope`, its token recorded when it is made) and renames it onto `<out>` on
+`close()`. When the run fails (an exception inside the `with`
 block, or `abort()`), the partial file is still finalised into a playable MP4 holding every
 frame written so far (audio up to its last frame) and, with `keep_partial=True` (default),
 renamed to `<stem>.partial.mp4` (`partial_path`), never to `<out>`: nothing under the final
 name looks complete when it is not; the caller reports the error. With no frame written, or
 `keep_partial=False`, the part file is deleted. `<out>` is never touched by a failed run.
 A write error of the file system (full disk, read-only) is an OutputError naming `<out>`, and
-the part file is deleted.
+the part file is deleted. Every MP4 it writes carries this tool's mark in its `comment` tag
+(`MP4_MARK`, with a digest of what produced it when the caller gives one): `--skip-existing`
+trusts a finished MP4, and a later run deletes a stopped run's partial MP4, only by that mark.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ import functools
 import io
 import os
 import re
-import secrets
 import threading
 from collections.abc import Sequence
 from fractions import Fraction
@@ -33,13 +35,40 @@ import av.logging
 import cv2
 import numpy as np
 
+from .. import __version__
 from ..errors import AeposeError, ConfigError, OutputError
 from .audio import AUDIO_LEAD_S, AudioCopy, open_audio_copy
-from .decode import FALLBACK_RATE, FALLBACK_TIME_BASE, VideoInfo, VideoSource, one_line
+from .decode import FALLBACK_RATE, FALLBACK_TIME_BASE, VideoInfo, VideoSource, media_comment, one_line
+from .filesystem import FileScope
 from .output_paths import partial_name
 
 # H.264 encoders to try, best first; the last one is not H.264 but every FFmpeg build has it.
 VIDEO_ENCODER_PREFERENCE: tuple[str, ...] = ("libx264", "h264", "libopenh264", "mpeg4")
+# The encoder's temporary beside `<out>` (FileScope pattern): `<out>.part-<token>.mp4`.
+PART_PATTERN = "{name}.part-{token}.mp4"
+# How the `comment` tag of every MP4 this tool writes begins; a digest of what produced it follows.
+MP4_MARK = "made by aepose"
+
+
+def mp4_comment(record_digest: str | None) -> str:
+    """The `comment` tag of an MP4 this tool writes: its mark, the version, and the digest of
+    what produced it (`jobs.provenance.record_digest`) when known."""
+    tail = f"; record sha256 {record_digest}" if record_digest else ""
+    return f"{MP4_MARK} {__version__}{tail}"
+
+
+def mp4_record(path: str | os.PathLike[str]) -> tuple[bool, str | None]:
+    """(marked by this tool, the record digest it carries or None), read from an MP4's tag."""
+    comment = media_comment(path)
+    if comment is None or not comment.startswith(MP4_MARK):
+        return False, None
+    _, _, digest = comment.partition("; record sha256 ")
+    return True, (digest.strip() or None)
+
+
+def is_own_mp4(path: str | os.PathLike[str]) -> bool:
+    """Whether an MP4 carries this tool's mark (read just before deleting a partial one)."""
+    return mp4_record(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +174,8 @@ class VideoSink:
         encoders: Sequence[str] = VIDEO_ENCODER_PREFERENCE,
         keep_partial: bool = True,
         part_token: str | None = None,
+        scope: FileScope | None = None,
+        record_digest: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -164,14 +195,25 @@ class VideoSink:
             raise ConfigError(f"{self.path}: output folder {self.path.parent} does not exist")
         if part_token is not None and re.fullmatch(r"[0-9a-f]{8}", part_token) is None:
             raise ValueError(f"part_token must be 8 lowercase hex digits, not {part_token!r}")
+        self.partial_path = partial_name(self.path)
+        self.scope = scope or FileScope.of(self.path, self.partial_path)
+        self.kept_partial: Path | None = None
         # A caller that may run this video again after its process died (`--engine ray` retries)
         # passes one token for every attempt: the new attempt reuses the dead one's temporary.
-        self.part_path = self.path.with_name(f"{self.path.name}.part-{part_token or secrets.token_hex(4)}.mp4")
-        self.partial_path = partial_name(self.path)
-        self.kept_partial: Path | None = None
         try:
-            self._container = av.open(str(self.part_path), "w", format="mp4")
+            self.part_path, self._part_file = self.scope.open_temporary(
+                self.path, PART_PATTERN, token=part_token, reuse=part_token is not None
+            )
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
+        self.part_token = self.part_path.name[len(self.path.name) + len(".part-"):-len(".mp4")]
+        try:
+            # libav writes through the file object the scope opened (it creates no file itself).
+            self._container = av.open(self._part_file, "w", format="mp4")
+            self._container.metadata["comment"] = mp4_comment(record_digest)
         except (av.error.FFmpegError, OSError) as error:
+            self._part_file.close()
+            self.scope.discard(self.part_path)
             raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
         try:
             self._stream = self._add_video_stream(crf, preset, encoders)
@@ -332,6 +374,7 @@ class VideoSink:
             if self._audio is not None:
                 self._audio.flush(self._container)
             self._container.close()
+            self._part_file.close()
         except OSError as error:
             self._discard()
             raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
@@ -341,13 +384,17 @@ class VideoSink:
         finally:
             if self._audio is not None:
                 self._audio.close()
-        if self.frames_written and complete:
-            os.replace(self.part_path, self.path)
-        elif self.frames_written and self.keep_partial:
-            os.replace(self.part_path, self.partial_path)
-            self.kept_partial = self.partial_path
-        else:
-            self.part_path.unlink(missing_ok=True)
+        try:
+            if self.frames_written and complete:
+                self.scope.commit(self.part_path, self.path)
+            elif self.frames_written and self.keep_partial:
+                self.scope.commit(self.part_path, self.partial_path)
+                self.kept_partial = self.partial_path
+            else:
+                self.scope.discard(self.part_path)
+        except OSError as error:
+            self.scope.discard(self.part_path)
+            raise OutputError(f"{self.path}: cannot write ({_reason(error)})") from None
 
     def _written_until_s(self) -> float:
         return float((self._last_pts or 0) * self.time_base)
@@ -359,7 +406,11 @@ class VideoSink:
             self._container.close()
         except (av.error.FFmpegError, OSError):
             pass
-        self.part_path.unlink(missing_ok=True)
+        try:
+            self._part_file.close()
+        except OSError:
+            pass
+        self.scope.discard(self.part_path)
 
     def __enter__(self) -> VideoSink:
         return self

@@ -17,6 +17,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from ..types import FrameResult, Pose
+from .filesystem import FileScope
 
 T = TypeVar("T")
 
@@ -133,31 +134,36 @@ class LineLog:
 
 
 def open_resumable(
-    path: Path, resume: bool, summarise: Callable[[dict[str, Any]], T], *, lock: bool = False
+    path: Path, resume: bool, summarise: Callable[[dict[str, Any]], T], *, lock: bool = False, scope: FileScope | None = None,
 ) -> tuple[IO[str], list[T]]:
     """Open a JSON-lines file for appending; with `resume`, keep its valid lines (returning their
     summaries) and cut off a torn tail so new lines start on a line boundary.
 
     With `lock`, the file is opened without truncating it and locked (`fcntl.flock`, exclusive,
     non-blocking) first; if another process holds the lock, `JournalBusy` is raised and the
-    file is left as it was. The lock lasts as long as the returned handle is open.
+    file is left as it was. The lock lasts as long as the returned handle is open. `scope`: the
+    run's `FileScope`, which declared `path` (None: a scope of this file alone).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    scope = scope or FileScope.of(path)
     if lock:
-        fd = _open_locked(path)
-        if resume:
-            summaries, good_length = _scan_lines(path, summarise)
-        else:
-            summaries, good_length = [], 0
-        os.ftruncate(fd, good_length)
-        os.lseek(fd, 0, os.SEEK_END)
+        fd = scope.open_locked(path, on_busy=lambda: JournalBusy(path))
+        try:
+            if resume:
+                summaries, good_length = _scan_lines(path, summarise)
+            else:
+                summaries, good_length = [], 0
+            scope.truncate(fd, path, good_length)
+            os.lseek(fd, 0, os.SEEK_END)
+        except BaseException:
+            os.close(fd)
+            raise
         return os.fdopen(fd, "a", encoding="utf-8"), summaries
     if resume and path.exists():
         summaries, good_length = _scan_lines(path, summarise)
-        with open(path, "r+b") as raw:
+        with scope.open_write(path, "r+b") as raw:
             raw.truncate(good_length)
-        return open(path, "a", encoding="utf-8"), summaries
-    return open(path, "w", encoding="utf-8"), []
+        return scope.open_write(path, "a"), summaries
+    return scope.open_write(path, "w"), []
 
 
 class JournalBusy(Exception):
@@ -168,33 +174,27 @@ class JournalBusy(Exception):
         self.path = path
 
 
-def _open_locked(path: Path) -> int:
-    """An fd on `path` (created if absent, never truncated) holding an exclusive flock
-    (where the platform has no `fcntl`, the fd comes without a lock)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-
-    for _ in range(10):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise JournalBusy(path) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:  # not a journal its finished owner unlinked while we were opening it
-            return fd
-        os.close(fd)
-    raise JournalBusy(path)
-
-
 # ---------------------------------------------------------------------------------------------
 # JSON lines
+
+
+def stdout_is_open() -> bool:
+    """Whether this process has a standard output to write to (`>&-` closes it: then
+    `sys.stdout` is None, or its descriptor is not open)."""
+    stream = sys.stdout
+    if stream is None:
+        return False
+    try:
+        fd = stream.fileno()
+    except (io.UnsupportedOperation, AttributeError):
+        return True  # a Python stream without a descriptor (a test's capture): writable
+    except ValueError:
+        return False  # closed
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def track_fields(pose: Pose) -> dict[str, int]:
@@ -238,12 +238,17 @@ class JsonLinesWriter:
         *,
         fsync_every: int = 100,
         fsync_seconds: float = 5.0,
+        scope: FileScope | None = None,
     ) -> None:
         self.path = None if os.fspath(path) == "-" else Path(path)
         if self.path is None:
+            if not stdout_is_open():
+                from ..errors import OutputError
+
+                raise OutputError("--jsonl -: standard output is closed; give a file instead")
             handle: IO[str] = sys.stdout
         else:
-            handle, _ = open_resumable(self.path, False, lambda record: None)
+            handle, _ = open_resumable(self.path, False, lambda record: None, scope=scope)
         self._log = LineLog(handle, fsync_every=fsync_every, fsync_seconds=fsync_seconds)
         self._closed = False
 

@@ -295,14 +295,17 @@ def list_videos(folder: str | os.PathLike[str], *, recursive: bool = False) -> l
 
 
 def is_own_output(path: str | os.PathLike[str]) -> bool:
-    """True for a file this tool writes (`clip.pose.mp4`, `clip.pose.partial.mp4`, the encoder's
-    `clip.pose.mp4.part-1a2b3c4d.mp4`): a folder or a pattern such as 'clips/*.mp4' must not
-    pick them up as inputs on a second run."""
+    """True for a file this tool writes under its default names (`clip.pose.mp4`,
+    `clip.pose.partial.mp4`, the journal `clip.pose.json.partial.jsonl`, the encoder's
+    `clip.pose.mp4.part-1a2b3c4d.mp4`): a folder or a pattern such as 'clips/*' must not pick
+    them up as inputs on a second run. (A name match only decides what a listing skips; nothing
+    is ever deleted by it.)"""
     name = Path(path).name.lower()
     stem = name.rsplit(".", 1)[0]
     return (
         stem.endswith(OUTPUT_STEM_SUFFIX)
         or stem.endswith(OUTPUT_STEM_SUFFIX + ".partial")
+        or re.search(r"\.pose\.[^.]+\.partial\.jsonl$", name) is not None
         or re.search(r"\.part-[0-9a-f]{8}\.mp4$", name) is not None
     )
 

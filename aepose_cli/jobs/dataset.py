@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import AnnotationError, InputError
+from ..errors import AnnotationError, InputError, Interrupted
+from ..io.filesystem import FileScope
 from ..types import Progress, StageTimes, WorkItem
 from .base import Runner
 
@@ -32,10 +33,10 @@ class DatasetOutcome:
     evaluated: set = field(default_factory=set)
 
 
-def evaluation_plan(ann_path, pred_path, images_dir, image_entries, results_path, metrics_json) -> None:
+def evaluation_plan(ann_path, pred_path, images_dir, image_entries, results_path, metrics_json, report_dir=None) -> FileScope:
     """The output plan of `evaluate` (see io/output_plan.py): neither the results file, its
-    journal nor --metrics-json may be the annotations, the predictions, an annotated image or
-    each other; checked before the model loads."""
+    journal, --metrics-json nor the report's files may be the annotations, the predictions, an
+    annotated image or each other; checked before the model loads. Returns the run's scope."""
     from ..io.output_plan import OutputPlan
 
     plan = OutputPlan()
@@ -49,7 +50,11 @@ def evaluation_plan(ann_path, pred_path, images_dir, image_entries, results_path
                 plan.add_input(Path(images_dir) / name)
     plan.add_json(results_path, "--out")
     plan.add_output(metrics_json, "--metrics-json")
-    plan.check()
+    if report_dir is not None:
+        from ..evaluation.report import report_outputs
+
+        plan.add_report(report_dir, report_outputs(report_dir), "--report")
+    return plan.check()
 
 
 def image_paths(ann_path: Path, image_entries: list[dict], images_dir: Path) -> list[tuple[dict, Path]]:
@@ -102,11 +107,23 @@ def missing_names(missing: Sequence[tuple[dict, Path]]) -> str:
 
 def run_dataset(
     present: list[tuple[dict, Path]], results_path: Path, runner: Runner, *, provenance: dict | None,
-    skip_existing: bool, progress: Progress | None = None,
+    skip_existing: bool, progress: Progress | None = None, scope: FileScope | None = None,
 ) -> DatasetOutcome:
     """The present images on `runner` (entered here) into a COCO results file (`results_path`,
     written atomically, its journal resumed with `skip_existing`). Failed images are listed in
-    the outcome's times and left out of `evaluated`."""
+    the outcome's times and left out of `evaluated`. `scope`: the run's `FileScope`. Ctrl-C (or
+    SIGTERM) is an `Interrupted` that says where the finished images are kept."""
+    try:
+        return _run_dataset(present, results_path, runner, provenance, skip_existing, progress, scope)
+    except KeyboardInterrupt as stop:
+        from ..io.output_paths import journal_path
+
+        journal = journal_path(results_path)
+        kept = f"; the images done are kept in {journal.name}: run again with --skip-existing to finish" if journal.exists() else ""
+        raise Interrupted(f"stopped{kept}", signal=getattr(stop, "signal_name", None)) from None
+
+
+def _run_dataset(present, results_path, runner, provenance, skip_existing, progress, scope) -> DatasetOutcome:
     from ..io.coco_json import CocoJsonWriter
     from ..io.sources import read_image
 
@@ -114,7 +131,7 @@ def run_dataset(
     with contextlib.ExitStack() as stack:
         stack.enter_context(runner)
         writer = stack.enter_context(
-            CocoJsonWriter(results_path, "results", runner.keypoints, 0.0, resume=skip_existing, provenance=provenance)
+            CocoJsonWriter(results_path, "results", runner.keypoints, 0.0, resume=skip_existing, provenance=provenance, scope=scope)
         )
         done = writer.finished_sources() if skip_existing else frozenset()
         todo = [(im, p) for im, p in present if im["file_name"] not in done]

@@ -19,8 +19,10 @@ from typing import Any
 
 from ..config import DrawConfig
 from ..draw import draw_and_write
-from ..errors import ConfigError, InputError, OutputError
-from ..io.output_paths import OutputFlag
+from ..errors import ConfigError, InputError, Interrupted, OutputError
+from ..io.filesystem import FileScope
+from ..io.output_paths import OutputFlag, journal_path
+from ..io.output_plan import entered
 from ..io.sources import IMAGE_EXTENSIONS, OUTPUT_STEM_SUFFIX
 from ..types import Progress, StageTimes, WorkItem
 from .base import Runner
@@ -34,7 +36,9 @@ class ImagesPlan:
     `entries`: (image index in the JSON, key, file) per image; `targets`: the annotated image of
     each key (None: off); `json_path`: the COCO JSON (None: off); `file_names`: the name each key
     gets in the JSON; `input_root`: the folder of a folder run (None for listed images);
-    `resumable`: whether a stopped run keeps its journal for `--skip-existing`.
+    `resumable`: whether a stopped run keeps its journal for `--skip-existing`; `scope`: the
+    run's `FileScope` (every path it may write, and its locks, taken before the model loads by
+    entering it: `io.output_plan.entered`); None: one of the plan's own outputs is made.
     """
 
     entries: list[tuple[int, str, Path]]
@@ -43,10 +47,19 @@ class ImagesPlan:
     file_names: dict[str, str]
     input_root: Path | None = None
     resumable: bool = False
+    scope: FileScope | None = None
 
     @property
     def keys(self) -> list[str]:
         return [key for _, key, _ in self.entries]
+
+    def file_scope(self) -> FileScope:
+        if self.scope is not None:
+            return self.scope
+        paths = [t for t in self.targets.values() if t is not None]
+        if self.json_path is not None:
+            paths += [self.json_path, journal_path(self.json_path)]
+        return FileScope.of(*paths, name="image outputs")
 
 
 @dataclass
@@ -91,14 +104,15 @@ def plan_images(images: list[Path], out: OutputFlag, json_out: OutputFlag) -> Im
     for img in images:
         plan.add_input(img)
     for img in images:
-        plan.add_output(targets[str(img)], f"annotated image of {img}")
+        plan.add_output(targets[str(img)], f"annotated image of {img}", lock=True)
     plan.add_json(json_path, "--json")
-    plan.check()
+    scope = plan.check()
     return ImagesPlan(
         entries=[(i, str(img), img) for i, img in enumerate(images)],
         targets=targets,
         json_path=json_path,
         file_names={str(img): _relative_to(img, json_path.parent if json_path else Path.cwd()) for img in images},
+        scope=scope,
     )
 
 
@@ -132,8 +146,10 @@ def plan_folder(
         plan.add_input(path)
     for key in keys:
         plan.add_output(targets[key], "--out")
+    if images_dir is not None:
+        plan.add_lock(images_dir)  # the folder of annotated images is one output unit
     plan.add_json(json_path, "--json")
-    plan.check()
+    scope = plan.check()
     return ImagesPlan(
         entries=[(global_index(i, shard_spec), key, path) for i, (key, path) in enumerate(zip(keys, paths))],
         targets=targets,
@@ -141,6 +157,7 @@ def plan_folder(
         file_names={key: key for key in keys},
         input_root=folder,
         resumable=True,
+        scope=scope,
     )
 
 
@@ -165,7 +182,10 @@ def finished_seed(plan: ImagesPlan, produced_by: dict) -> dict[str, Any] | None:
     (nothing to do), else the file's content to seed the journal with (its images are kept, the
     failed or new ones are done). Refused when another run made it (`check_finished_json`)."""
     data = check_finished_json(plan.json_path, produced_by)
-    names = {img.get("file_name") for img in data.get("images", []) if isinstance(img, dict)}
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not isinstance(data.get("annotations"), list):
+        raise ConfigError(f"{plan.json_path}: not a COCO JSON this tool wrote ('images' or 'annotations' is not a list); pass another --json or run without --skip-existing")
+    names = {img.get("file_name") for img in images if isinstance(img, dict) and isinstance(img.get("file_name"), str)}
     if set(plan.keys) <= names:
         return None
     return data
@@ -192,16 +212,24 @@ def run_images(
     max_pixels = runner.config.max_pixels
     writer = None
     done_before = 0
+    scope = plan.file_scope()
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(entered(scope))  # the run's locks (already held when the command took them)
             stack.enter_context(runner)
             if plan.json_path is not None:
                 writer = stack.enter_context(
                     CocoJsonWriter(plan.json_path, json_style, runner.keypoints, draw_cfg.kpt_thr, resume=resume and seed is None,
-                                   provenance=provenance, keep_journal=plan.resumable)
+                                   provenance=provenance, keep_journal=plan.resumable, scope=scope)
                 )
                 if seed is not None:
-                    writer.adopt_final(seed, set(plan.file_names))
+                    try:
+                        writer.adopt_final(seed, set(plan.file_names))
+                    except (KeyError, TypeError, ValueError, AttributeError):
+                        raise ConfigError(
+                            f"{plan.json_path}: not a COCO JSON this tool wrote (a malformed image or annotation); "
+                            "pass another --json or run without --skip-existing"
+                        ) from None
             if not resume:
                 done: set[str] = set()
             elif writer is not None:
@@ -213,7 +241,7 @@ def run_images(
             if done and on_note is not None:
                 on_note(f"resuming: {done_before} of {len(plan.entries)} images already done")
             items = (WorkItem(index=idx, key=key, load=(lambda p=path: read_image(p, max_pixels))) for idx, key, path in todo)
-            sink = _ImageSink(runner.keypoints, draw_cfg, plan.targets, writer, plan.file_names)
+            sink = _ImageSink(runner.keypoints, draw_cfg, plan.targets, writer, plan.file_names, scope)
             keep_images = any(plan.targets.get(key) is not None for _, key, _ in todo)
             shown = progress.task("images", len(todo), "img") if progress is not None and len(todo) > 1 else contextlib.nullcontext(None)
             with shown as advance:
@@ -224,30 +252,38 @@ def run_images(
                     writer.discard()
                 raise InputError(times.failures[0][1])
     except OutputError as error:
-        if writer is not None and plan.resumable and writer.frames and writer.journal_path.exists():
-            raise OutputError(
-                f"{error}; the {writer.frames} image(s) done are kept in {writer.journal_path.name}: "
-                "run again with --skip-existing to finish"
-            ) from None
-        raise
+        raise OutputError(f"{error}{_kept(writer, plan)}") from None
+    except KeyboardInterrupt as stop:
+        raise Interrupted(f"stopped{_kept(writer, plan)}", signal=getattr(stop, "signal_name", None)) from None
     return ImagesOutcome(times, plan.json_path, done_before)
+
+
+def _kept(writer, plan: ImagesPlan) -> str:
+    """What a stopped or failed run kept: '; the N image(s) done are kept in X: run again with
+    --skip-existing to finish', or ''."""
+    if writer is not None and plan.resumable and writer.frames and writer.journal_path.exists():
+        return f"; the {writer.frames} image(s) done are kept in {writer.journal_path.name}: run again with --skip-existing to finish"
+    return ""
 
 
 class _ImageSink:
     """Draws and writes annotated images, records results in the JSON writer."""
 
-    def __init__(self, keypoints, draw_cfg, targets, writer, file_names) -> None:
+    def __init__(self, keypoints, draw_cfg, targets, writer, file_names, scope: FileScope) -> None:
         self.keypoints = keypoints
         self.draw_cfg = draw_cfg
         self.targets = targets
         self.writer = writer
         self.file_names = file_names
+        self.scope = scope
 
     def write(self, item, image, result) -> None:
         from ..io.atomic import write_image
 
         target = self.targets.get(item.key)
         if target is not None:
-            draw_and_write(lambda drawn: write_image(target, drawn), image, result.poses, self.keypoints, self.draw_cfg, result.timings)
+            draw_and_write(
+                lambda drawn: write_image(target, drawn, scope=self.scope), image, result.poses, self.keypoints, self.draw_cfg, result.timings,
+            )
         if self.writer is not None:
             self.writer.add(result, file_name=self.file_names[item.key], image_id=item.index + 1, key=item.key)

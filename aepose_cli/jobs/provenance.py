@@ -54,6 +54,35 @@ def comparable(produced_by: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def record_digest(produced_by: dict[str, Any]) -> str:
+    """The sha256 of a record's `comparable` fields: what an MP4 carries in its tag (the record
+    itself names the user's folders, which a shared video should not)."""
+    import hashlib
+
+    canonical = json.dumps(comparable(produced_by), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_finished_video(path: str | os.PathLike[str], produced_by: dict[str, Any] | None) -> None:
+    """A finished MP4 met by `--skip-existing` counts as done only by its own tag: this tool's
+    mark and, when the run knows what it would record, that record's digest. ConfigError, naming
+    the file, otherwise (a file of the user's, of another tool, or of another run)."""
+    from ..io.encode import mp4_record
+
+    marked, digest = mp4_record(path)
+    if not marked:
+        raise ConfigError(f"{path}: not an MP4 this tool wrote (no aepose mark in it); pass another --out or run without --skip-existing")
+    if produced_by is None:
+        return
+    if digest is None:
+        raise ConfigError(f"{path}: finished without a record of what produced it; pass another --out or run without --skip-existing")
+    if digest != record_digest(produced_by):
+        raise ConfigError(f"{path}: made by another run (other checkpoint, settings, frame range or drawing); {_RETRY_VIDEO}")
+
+
+_RETRY_VIDEO = "pass another --out or run without --skip-existing"
+
+
 def check_finished_json(path: str | os.PathLike[str], produced_by: dict[str, Any]) -> dict[str, Any]:
     """A finished JSON met by `--skip-existing`: its content when a run with this record made it
     (`comparable` fields equal). ConfigError, naming the file and the first difference, when it

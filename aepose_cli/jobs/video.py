@@ -18,7 +18,6 @@ Nothing here prints or exits: the command line (`cli/video.py`) reports the outc
 from __future__ import annotations
 
 import contextlib
-import glob
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from ..io.jsonlines import JsonLinesWriter
 from ..io.output_paths import journal_path, partial_name
 from ..types import Progress, StageTimes, WorkItem
 from .base import Runner
-from .provenance import check_finished_json, provenance
+from .provenance import check_finished_json, check_finished_video, provenance, record_digest
 from .video_plan import VideoJob
 
 
@@ -120,12 +119,33 @@ def finished_state(job: VideoJob, produced_by: dict | None) -> str:
         return "half-done"
     if not outputs or not all(Path(p).is_file() for p in outputs):
         return "new"
-    if job.json_path is None or produced_by is None:
-        return "finished"  # an MP4 alone records nothing to check: its presence is all there is
-    if not is_complete(job.json_path):
+    if job.json_path is not None and not is_complete(job.json_path):
         return "half-done"
-    check_finished_json(job.json_path, produced_by)
+    if job.json_path is not None and produced_by is not None:
+        check_finished_json(job.json_path, produced_by)  # first: it names what differs
+    if job.video_path is not None:
+        # Never its presence alone: the MP4's own mark, and the digest of what produced it.
+        check_finished_video(job.video_path, produced_by)
     return "finished"
+
+
+def recorded_temporaries(job: VideoJob) -> list[str]:
+    """The tokens of the encoder temporaries a stopped run of this job recorded in its journal
+    (read before a new run restarts the journal), for `remove_leftovers`."""
+    from ..io.coco_json import is_own_journal
+    from ..io.jsonlines import iter_records
+
+    if job.json_path is None or job.video_path is None:
+        return []
+    journal = journal_path(job.json_path)
+    if not is_own_journal(journal):
+        return []
+    try:
+        header = next(iter_records(journal), None)
+    except OSError:
+        return []
+    token = header.get("part_token") if isinstance(header, dict) else None
+    return [token] if isinstance(token, str) else []
 
 
 def resumable(job: VideoJob, options: VideoOptions) -> bool:
@@ -161,6 +181,7 @@ class ResumePlan:
     skip: set[int] = field(default_factory=set)
     resume: set[int] = field(default_factory=set)
     base: dict | None = None
+    leftovers: dict[int, list[str]] = field(default_factory=dict)  # position -> recorded temporaries
 
 
 def decide_resume(
@@ -178,6 +199,8 @@ def decide_resume(
     for i, job in enumerate(jobs):
         produced_by = job_provenance(decided.base, job, options, draw_cfg, config.batch_size) if decided.base is not None else None
         state = finished_state(job, produced_by)
+        if state == "half-done":
+            decided.leftovers[i] = recorded_temporaries(job)
         if state == "finished":
             if on_skip is not None:
                 on_skip(job)
@@ -214,21 +237,28 @@ def process_video(
     final name), the COCO journal is deleted unless the job can resume exactly (`resumable`:
     then it is kept for `--skip-existing`), the JSON lines are flushed.
     `progress`: where the video's frames are counted (None: nowhere). `produced_by`: the record
-    its JSON keeps (`job_provenance`). `resume`: continue the job's journal (`resumable` jobs only).
+    its JSON keeps (`job_provenance`), whose digest its MP4 carries. `resume`: continue the job's
+    journal (`resumable` jobs only). Every file goes through the job's `FileScope`.
     """
     outcome = VideoOutcome(job)
     state: dict = {}
     keep_journal = resumable(job, options)
-    if resume and keep_journal:
-        from ..io.coco_json import trim_journal
+    scope = job.file_scope()
+    with scope:
+        if resume and keep_journal:
+            from ..io.coco_json import trim_journal
 
-        # Batches are consecutive groups of `batch_size` frames: continuing after a whole number
-        # of them gives every later frame the batch it had in an uninterrupted run.
-        trim_journal(job.json_path, lambda frames: frames // runner.config.batch_size * runner.config.batch_size)
+            # Batches are consecutive groups of `batch_size` frames: continuing after a whole number
+            # of them gives every later frame the batch it had in an uninterrupted run.
+            trim_journal(job.json_path, lambda frames: frames // runner.config.batch_size * runner.config.batch_size, scope=scope)
+        return _process(job, runner, draw_cfg, options, produced_by, progress, resume and keep_journal, keep_journal, state, outcome, scope)
+
+
+def _process(job, runner, draw_cfg, options, produced_by, progress, resume, keep_journal, state, outcome, scope) -> VideoOutcome:
     try:
-        _run(job, runner, draw_cfg, options, produced_by, progress, resume and keep_journal, keep_journal, state, outcome)
-    except KeyboardInterrupt:
-        raise Interrupted("stopped" + _kept(state)) from None
+        _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_journal, state, outcome, scope)
+    except KeyboardInterrupt as stop:
+        raise Interrupted("stopped" + _kept(state), signal=getattr(stop, "signal_name", None)) from None
     except AeposeError as error:
         error = with_context(error, _kept(state))
         if isinstance(error, InputError) and state.get("opened") is None:
@@ -250,7 +280,7 @@ def _kept(state: dict) -> str:
     return "".join(parts)
 
 
-def _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_journal, state, outcome) -> None:
+def _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_journal, state, outcome, scope) -> None:
     with contextlib.ExitStack() as stack:
         video_src = stack.enter_context(
             VideoSource(
@@ -258,17 +288,25 @@ def _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_jou
             )
         )
         state["opened"] = video_src
-        sink = stack.enter_context(VideoSink.for_source(job.video_path, video_src, part_token=options.part_token)) if job.video_path is not None else None
+        sink = (
+            stack.enter_context(VideoSink.for_source(
+                job.video_path, video_src, part_token=options.part_token, scope=scope,
+                record_digest=None if produced_by is None else record_digest(produced_by),
+            ))
+            if job.video_path is not None else None
+        )
         state["sink"] = sink
         coco = (
             stack.enter_context(CocoJsonWriter(
                 job.json_path, "dataset", runner.keypoints, draw_cfg.kpt_thr, keep_journal=keep_journal,
-                resume=resume, provenance=produced_by,
+                resume=resume, provenance=produced_by, scope=scope,
+                # The encoder's temporary, so that a later run can remove it if this one is killed.
+                header_extra=None if sink is None else {"part_token": sink.part_token},
             ))
             if job.json_path is not None else None
         )
         state["coco"] = coco
-        lines = stack.enter_context(JsonLinesWriter(job.jsonl_out)) if job.jsonl_out else None
+        lines = stack.enter_context(JsonLinesWriter(job.jsonl_out, scope=scope)) if job.jsonl_out else None
         frame_sink = _FrameSink(
             runner.keypoints, draw_cfg, sink, coco, lines,
             stem=job.stem, source_name=video_src.name,
@@ -305,14 +343,19 @@ def _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_jou
         outcome.broken = video_src.error
 
 
-def remove_leftovers(job: VideoJob) -> None:
+def remove_leftovers(job: VideoJob, tokens: Sequence[str] = ()) -> None:
     """After a restarted video finished: the partial MP4 and encoder temporaries of the run that
-    was stopped are obsolete (the finished files replaced them by rename)."""
+    was stopped are obsolete (the finished files replaced them by rename). Only what is provably
+    that run's goes: the partial MP4 by this tool's mark in it, a temporary by the token the
+    stopped run recorded in its journal (`recorded_temporaries`), never by a name pattern."""
+    from ..io.encode import PART_PATTERN, is_own_mp4
+
     if job.video_path is None or not job.video_path.is_file():
         return  # nothing finished replaced them: what the stopped run kept stays
-    partial_name(job.video_path).unlink(missing_ok=True)
-    for stale in job.video_path.parent.glob(f"{glob.escape(job.video_path.name)}.part-*.mp4"):
-        stale.unlink(missing_ok=True)
+    scope = job.file_scope()
+    scope.remove(partial_name(job.video_path), proof=is_own_mp4)
+    for token in tokens:
+        scope.remove_recorded_temporary(job.video_path, PART_PATTERN, token)
 
 
 def _expected_frames(src: VideoSource, start, end, stride) -> int | None:
@@ -399,6 +442,7 @@ def run_videos(
     runner: Runner, jobs: Sequence[VideoJob], draw_cfg: DrawConfig, options: VideoOptions, *,
     batch_size: int, base: dict | None = None, resume: set[int] | frozenset[int] = frozenset(),
     progress: Progress | None = None, on_outcome: Callable[[VideoOutcome], None] | None = None,
+    leftovers: dict[int, list[str]] | None = None,
 ) -> VideosRun:
     """Every job on `runner`, one task per video (`video_task`), whatever the engine: this
     process runs them in turn, Ray side by side (a long video stays one task, its frames in
@@ -407,7 +451,8 @@ def run_videos(
 
     Each outcome goes to `on_outcome` as it comes (a video that could not be opened is an
     outcome with `error`, and the others go on); after a restarted video finished, the stopped
-    run's partial video and temporaries are removed. An error that stops a video's run (a full
+    run's partial video and the temporaries it recorded (`leftovers`: position -> tokens) are
+    removed. An error that stops a video's run (a full
     disk, Ctrl-C) is raised with which video it met and how many had finished.
     """
     options = replace(options, part_token=options.part_token or secrets.token_hex(4))  # one per run: see VideoOptions
@@ -426,7 +471,7 @@ def run_videos(
                 raise with_context(answer, f" (at {job.source}; {len(outcomes)} of {len(tasks)} video(s) finished)") from None
             outcomes[position] = answer
             if options.skip_existing and answer.error is None:
-                remove_leftovers(job)
+                remove_leftovers(job, (leftovers or {}).get(position, ()))
             if answer.error is None:
                 total.merge(answer.times)
             if on_outcome is not None:

@@ -9,24 +9,44 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import VideoOptions
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OutputError
 from ..io.decode import source_kind
-from ..io.output_paths import names_folder, resolve_output
+from ..io.filesystem import FileScope
+from ..io.output_paths import journal_path, names_folder, partial_name, resolve_output
 
 
 @dataclass(frozen=True)
 class VideoJob:
-    """One video of a run and every path it writes (None: that output is off)."""
+    """One video of a run and every path it writes (None: that output is off). `scope`: the
+    part of the run's `FileScope` that declares this video's outputs (None: a scope of them
+    alone is made when it runs)."""
 
     source: str
     kind: str  # "file", "url" or "webcam" (`io.decode.source_kind`)
     video_path: Path | None
     json_path: Path | None
     jsonl_out: str | None  # a file, '-' (stdout) or None
+    scope: FileScope | None = field(default=None, compare=False, repr=False)
+
+    def outputs(self) -> list[Path]:
+        """Every file this video's run may write (its MP4 and partial MP4, JSON and journal,
+        JSON lines)."""
+        paths: list[Path] = []
+        if self.video_path is not None:
+            paths += [self.video_path, partial_name(self.video_path)]
+        if self.json_path is not None:
+            paths += [self.json_path, journal_path(self.json_path)]
+        if self.jsonl_out and self.jsonl_out != "-":
+            paths.append(Path(self.jsonl_out))
+        return paths
+
+    def file_scope(self) -> FileScope:
+        """Its scope: the run's part for it, or one of its own outputs."""
+        return self.scope if self.scope is not None else FileScope.of(*self.outputs(), name=f"outputs of {self.source}")
 
     @property
     def local(self) -> bool:
@@ -85,13 +105,42 @@ def expand_sources(args: list[str], *, recursive: bool = False) -> list[str]:
     return videos
 
 
-def plan_videos(sources: list[str], options: VideoOptions) -> list[VideoJob]:
+def source_listings(args: list[str]) -> list[tuple[str, str]]:
+    """The arguments that list inputs rather than name one: ('folder', path) for a folder of
+    videos, ('pattern', text) for a pattern the shell did not expand. The output plan refuses an
+    output that a later run's listing would read as an input (`--json clips/x.mp4`)."""
+    listings = []
+    for arg in args:
+        if source_kind(arg) != "file":
+            continue
+        if Path(arg).is_dir():
+            listings.append(("folder", arg))
+        elif not os.path.lexists(arg) and any(c in arg for c in "*?["):
+            listings.append(("pattern", arg))
+    return listings
+
+
+def plan_videos(
+    sources: list[str], options: VideoOptions, *, listings: list[tuple[str, str]] | None = None, recursive: bool = False,
+) -> list[VideoJob]:
+    """The jobs of `plan_video_run` (its checks, its folders made), without the run's scope."""
+    return plan_video_run(sources, options, listings=listings, recursive=recursive)[0]
+
+
+def plan_video_run(
+    sources: list[str], options: VideoOptions, *, listings: list[tuple[str, str]] | None = None, recursive: bool = False,
+) -> tuple[list[VideoJob], FileScope]:
     """Every output path of every video, decided by the output rule and checked together
     (io/output_plan.py) before any model loads: no output may be an input or another output
-    (`a/clip.mp4` and `b/clip.mp4` into one `--out DIR/` are refused, naming both).
+    (`a/clip.mp4` and `b/clip.mp4` into one `--out DIR/` are refused, naming both), nor one
+    that the folders and patterns of `listings` (`source_listings`) would read as a video.
     With several videos `--out`, `--json` and `--jsonl` must name folders (`--jsonl -` too).
-    The `--out DIR/` folder is created only once the plan has passed."""
+    The `--out DIR/` folder is created only once the plan has passed. Returns the jobs, each
+    with its part of the run's `FileScope` (`VideoJob.scope`), and the whole of it (whose locks
+    the command takes, `io.output_plan.entered`, before the model loads)."""
+    from ..io.jsonlines import stdout_is_open
     from ..io.output_plan import OutputPlan
+    from ..io.sources import VIDEO_EXTENSIONS, is_own_output
 
     several = len(sources) > 1
     if several:
@@ -99,10 +148,17 @@ def plan_videos(sources: list[str], options: VideoOptions) -> list[VideoJob]:
             if isinstance(value, (str, os.PathLike)) and os.fspath(value) != "-" and not names_folder(value):
                 hint = " or '-' for standard output" if flag == "--jsonl" else ""
                 raise ConfigError(f"{flag} {value}: several videos need a folder (end it with '/'){hint}")
+    if options.jsonl_out == "-" and not stdout_is_open():
+        raise OutputError("--jsonl -: standard output is closed; give a file or a folder instead")
     jobs = [_job(source, options) for source in sources]
     plan = OutputPlan()
     if isinstance(options.out, (str, os.PathLike)) and names_folder(options.out):
         plan.add_folder(options.out)  # as image and folder runs do: the outputs' folder is made
+    for kind, value in listings or ():
+        if kind == "folder":
+            plan.add_input_folder(value, VIDEO_EXTENSIONS, recursive, skip=is_own_output, what="input videos")
+        else:
+            plan.add_input_pattern(value, recursive, skip=is_own_output)
     for job in jobs:
         if job.local:
             plan.add_input(job.source)
@@ -111,10 +167,10 @@ def plan_videos(sources: list[str], options: VideoOptions) -> list[VideoJob]:
         plan.add_video(job.video_path, f"annotated video{of}" if several else "--out", f"partial video{of}" if several else None)
         plan.add_json(job.json_path, f"JSON{of}" if several else "--json")
         if job.jsonl_out and job.jsonl_out != "-":
-            plan.add_output(job.jsonl_out, f"--jsonl{of}")
-    plan.check()
-    plan.create_folders()
-    return jobs
+            plan.add_output(job.jsonl_out, f"--jsonl{of}", lock=True)
+    scope = plan.check()
+    scope.make_declared_folders()
+    return [replace(job, scope=scope.subset(job.outputs(), name=f"outputs of {job.source}")) for job in jobs], scope
 
 
 def _job(source: str, options: VideoOptions) -> VideoJob:
