@@ -3,7 +3,8 @@
 Everything that depends on which joints a model predicts lives here and travels with the model:
 names, the flip permutation used by the flip test, OKS sigmas, the skeleton drawn on images, the
 order in which grouping visits the joints and whether COCO evaluation uses the annotated area.
-Values follow mmpose 0.29's dataset configs (configs/_base_/datasets/coco.py, aic.py, mhp.py); colours are stored as the reference passes them to OpenCV (so they are
+Values follow mmpose 0.29's dataset configs (configs/_base_/datasets/coco.py, aic.py, mhp.py,
+crowdpose.py); colours are stored as the reference passes them to OpenCV (so they are
 interpreted as BGR, as the reference demo draws them).
 """
 from __future__ import annotations
@@ -132,7 +133,38 @@ MHP = KeypointSet(
     use_area=False,
 )
 
+_CROWDPOSE_LINKS = _links(
+    "10-8 g, 8-6 g, 11-9 o, 9-7 o, 6-7 b, 0-6 b, 1-7 b, 0-1 b, 0-2 g, 1-3 o, 2-4 g, 3-5 o, "
+    "12-13 b, 1-13 b, 0-13 b"
+)
+# CrowdPose (Li et al., CVPR 2019) as mmpose 0.29's crowdpose.py describes it. Its evaluation
+# is xtcocotools' `keypoints_crowd` mode with use_area=False (AP, AP .5, AP .75, AR, AR .5,
+# AR .75, and AP easy / medium / hard by the images' crowd index).
+CROWDPOSE = KeypointSet(
+    name="crowdpose",
+    names=(
+        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+        "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+        "right_ankle", "top_head", "neck",
+    ),
+    flip_index=(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13),
+    sigmas=(
+        0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+        0.079, 0.079,
+    ),
+    joint_colours=_joint_colours("b b b b b g o g o g o g o g"),
+    skeleton=_CROWDPOSE_LINKS[0],
+    link_colours=_CROWDPOSE_LINKS[1],
+    grouping_order=tuple(range(14)),  # HeatmapParser reorders only K = 17
+    use_area=False,
+)
+
+# The sets the commands offer (`--keypoints`). CrowdPose is defined above but joins them only
+# with its crowd-index evaluation and the HigherHRNet inference path (issue 23): until then
+# `aepose evaluate` would score it in plain keypoints mode.
 KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "aic": AIC, "mhp": MHP}
+# 14 joints -> AIC: CrowdPose also has 14, so a 14-joint checkpoint that does not say which it is
+# will need `--keypoints`; the HRNet-AE zoo has only AIC's.
 _BY_NUM_JOINTS = {ks.num_joints: ks for ks in KEYPOINT_SETS.values()}
 
 
