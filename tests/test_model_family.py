@@ -209,3 +209,24 @@ def test_weights_are_loaded_strictly(tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"remap_out_convs\.0\.bn\.weight \(5,\) != \(8,\)"):
         build_from_checkpoint(path, families=None)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_spec_agrees_with_the_published_test_config(name):
+    """What the tensors say (outputs with heatmaps/tags, which outputs are aggregated) is what
+    each published config's test_cfg says; the aggregation settings of the family match it."""
+    from aepose_cli.aggregation import AggregationSettings
+
+    layout = LAYOUTS[name]
+    cfg = layout["test_cfg"]
+    spec = spec_from_state(_meta_state(name), name)
+    assert [o.heatmaps for o in spec.outputs] == cfg["with_heatmaps"]
+    assert [o.tags for o in spec.outputs] == cfg["with_ae"]
+    assert list(spec.test_outputs) == cfg.get("select_output_index", list(range(len(spec.outputs))))
+    use_udp = cfg.get("use_udp", False)
+    assert use_udp == name.endswith("_udp")
+    assert AggregationSettings.reference(spec.family, use_udp) == AggregationSettings(
+        cfg["project2image"], cfg.get("align_corners", True)
+    )
+    assert layout["image_size"] == (640 if "640x640" in name else 512)
+    assert cfg["num_joints"] == spec.num_joints and cfg["tag_per_joint"] is True
