@@ -6,11 +6,16 @@ hrnet_w32_coco_512x512.py in mmpose 0.29) so that a default run reproduces mmpos
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# Who runs the network (`aepose_cli.backends`), and what `--backend` accepts: those or "auto".
+BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 # As Pillow's MAX_IMAGE_PIXELS (89 MP): a decoded 100 MP image is 300 MB of BGR.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -43,7 +48,8 @@ class InferenceConfig:
     # Images per network pass (flip test doubles the samples); equal sizes only.
     batch_size: int = 4
     # Who runs the network (aepose_cli.backends): "torch" (exact), "onnxruntime", "openvino", or
-    # "auto" (ONNX Runtime on CPU when installed, torch otherwise and on CUDA).
+    # "auto" (for fp32 on CPU the fastest installed: OpenVINO, then ONNX Runtime; torch otherwise
+    # and on CUDA).
     backend: str = "torch"
     # Threads of the ONNX Runtime / OpenVINO network; None: as many as torch uses.
     threads: int | None = None
@@ -67,12 +73,15 @@ class InferenceConfig:
             raise ConfigError(f"--scales has duplicates: {self.scales}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and not str(self.device).startswith("cuda"):
+            # Half precision on CPU runs ~20x slower than fp32 and is not exact: never what is wanted.
+            raise ConfigError(f"--precision {self.precision} needs a CUDA device; on {self.device} use fp32 (the default)")
         if self.max_people < 1:
             raise ConfigError("--max-people must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
-        if self.backend not in ("auto", "torch", "onnxruntime", "openvino"):
-            raise ConfigError(f"--backend must be one of auto, torch, onnxruntime, openvino, got {self.backend!r}")
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("--threads must be at least 1")
         if self.pose_nms is not None and not 0 < self.pose_nms <= 1:
@@ -110,3 +119,58 @@ class EngineConfig:
             raise ConfigError("--workers must be at least 1")
         if not math.isfinite(self.gpus_per_worker) or self.gpus_per_worker < 0:
             raise ConfigError("--gpus-per-worker must be a finite number >= 0")
+
+    @property
+    def worker_device(self) -> str:
+        """The device Ray's workers run the network on: their GPUs with `gpus_per_worker`, else CPUs."""
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+
+def check_engine_device(config: InferenceConfig, engine: EngineConfig) -> None:
+    """Refuse an inference device the engine will not use: Ray gives each worker its own cards
+    (`gpus_per_worker`), so a Ray run's device follows them and may only say the same."""
+    if engine.engine != "ray":
+        return
+    wanted = engine.worker_device
+    if str(config.device) != wanted:
+        raise ConfigError(
+            f"--device {config.device} with --engine ray: the workers run on "
+            + ("their GPUs (--gpus-per-worker > 0); leave --device auto" if wanted == "cuda" else "CPUs without --gpus-per-worker; give --gpus-per-worker 1 for one GPU each")
+        )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a run uses: a zoo model `name` (None: the default), a local `checkpoint`
+    (never touches the network), the `keypoints` set's name (None: chosen by the checkpoint's
+    number of joints). The CLI's `--model`, `--checkpoint`, `--keypoints` as given."""
+
+    name: str | None = None
+    checkpoint: Path | None = None
+    keypoints: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """What a video run writes and which frames it reads (`aepose video`'s own options).
+
+    `out` / `json_out` follow the output-flag rule of `io.output_paths.resolve_output` (None:
+    the default file, False: off, a folder, a file); `jsonl_out` None is off, '-' is stdout.
+    `smooth` implies `track`. `skip_existing`: skip videos whose outputs a run with the same
+    settings finished, restart half-done ones (or resume them exactly where that is possible,
+    see `jobs.video.resumable`).
+    """
+
+    out: str | os.PathLike[str] | bool | None = None
+    json_out: str | os.PathLike[str] | bool | None = None
+    jsonl_out: str | None = None
+    start: float | None = None
+    end: float | None = None
+    stride: int = 1
+    track: bool = False
+    smooth: bool = False
+    skip_existing: bool = False
+    # Names the encoder's temporary MP4 (`VideoSink(part_token=...)`); None: a random one.
+    # A run of several videos gives itself one token, so a video retried after its Ray worker
+    # died overwrites the dead attempt's temporary instead of leaving it beside the output.
+    part_token: str | None = None

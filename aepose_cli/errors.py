@@ -76,3 +76,15 @@ class BackendError(AeposeError):
     """A network backend cannot be used: its package is missing, or the model cannot be exported to it."""
 
     exit_code = 5
+
+
+def with_context(error: AeposeError, tail: str) -> AeposeError:
+    """The same failure, its message followed by `tail` (what was kept, which input it met):
+    an error of the same type, so its exit code stays. An error type whose constructor takes
+    other arguments is returned as it is, without the tail."""
+    if not tail:
+        return error
+    try:
+        return type(error)(f"{error}{tail}")
+    except TypeError:
+        return error

@@ -1,29 +1,71 @@
 """`PoseEstimator`: the library's front door, from a model name or checkpoint to poses.
 
-It wires the stages (preprocess + network in the engine, grouping, pose NMS) without knowing
-which command runs it; the CLI and the video pipeline call the same methods.
+It wires the stages (preprocess + network in `inference`, grouping, pose NMS) without knowing
+which command runs it; the CLI and the video pipeline call the same methods. `resolve_model` is
+the one place a model name or checkpoint becomes a checked network and its keypoint set: the
+estimator and the Ray engine (which ships the checkpoint's bytes to its workers) both build from it.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .backends import resolve_backend
-from .backends.onnx_export import checkpoint_sha256
 from .config import InferenceConfig
-from .engine import AggregatedMaps, InferenceEngine, resolve_device
 from .errors import CheckpointError
 from .grouping import group, poses_from
+from .inference import InferenceEngine, resolve_device
 from .io.sources import read_image
 from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
 from .model import AENet, build_from_checkpoint
 from .oks import oks_nms
-from .types import FrameResult, Pose
-from .zoo import ZooModel, resolve_checkpoint
+from .types import AggregatedMaps, FrameResult, Pose, Progress
+from .zoo import ZooModel, checkpoint_sha256, resolve_checkpoint
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model located, read and checked: the network built from the checkpoint, its keypoint
+    set, its zoo entry (None for a local checkpoint), the file, and (when asked for) the file's
+    bytes, for a worker that has no access to the file."""
+
+    net: AENet
+    keypoints: KeypointSet
+    zoo_entry: ZooModel | None
+    path: Path
+    data: bytes | None = None
+
+    def sha256_for(self, backend: str) -> str | None:
+        """The checkpoint's sha256 where `backend` needs it to name its cached ONNX graph
+        (ONNX Runtime, OpenVINO); None for torch, which caches nothing."""
+        return checkpoint_sha256(self.path) if backend != "torch" else None
+
+
+def resolve_model(
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    keypoints: str | KeypointSet | None = None,
+    *,
+    progress: Progress | None = None,
+    keep_bytes: bool = False,
+) -> ResolvedModel:
+    """The one resolution of a model name and/or checkpoint file: the zoo model fetched into the
+    cache if needed (`progress`: where the download shows; None: nowhere), the network built
+    from the checkpoint's tensors, the keypoint set chosen (see `keypoints_of`). `keep_bytes`:
+    read the file once and keep its bytes (the network is built from them)."""
+    path, zoo_entry = resolve_checkpoint(model, checkpoint, progress=progress)
+    data = None
+    if keep_bytes:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    net, _ = build_from_checkpoint(path, data)
+    return ResolvedModel(net, keypoints_of(net, zoo_entry, keypoints, path), zoo_entry, Path(path), data)
 
 
 def load_model(
@@ -31,21 +73,15 @@ def load_model(
     checkpoint: str | Path | None = None,
     keypoints: str | KeypointSet | None = None,
     *,
-    progress: bool = True,
+    progress: Progress | None = None,
 ) -> tuple[AENet, KeypointSet, ZooModel | None]:
     """Network, keypoint metadata and zoo entry for a model name and/or a checkpoint file.
 
     The architecture comes from the checkpoint's tensors; K selects the keypoint set unless
-    `keypoints` names one, in which case K must agree.
+    `keypoints` names one, in which case K must agree. `progress`: where a download shows.
     """
-    net, kps, zoo_entry, _ = _load_model_and_path(model, checkpoint, keypoints, progress=progress)
-    return net, kps, zoo_entry
-
-
-def _load_model_and_path(model, checkpoint, keypoints, *, progress: bool):
-    path, zoo_entry = resolve_checkpoint(model, checkpoint, progress=progress)
-    net, _ = build_from_checkpoint(path)
-    return net, keypoints_of(net, zoo_entry, keypoints, path), zoo_entry, path
+    resolved = resolve_model(model, checkpoint, keypoints, progress=progress)
+    return resolved.net, resolved.keypoints, resolved.zoo_entry
 
 
 def keypoints_of(net: AENet, zoo_entry: ZooModel | None, keypoints: str | KeypointSet | None, path: Path) -> KeypointSet:
@@ -73,7 +109,12 @@ class PoseEstimator:
     file and never touches the network. `config` is a whole `InferenceConfig`; `device`,
     `scales`, `flip` and any other keyword naming a field of it (e.g. `pose_nms=None`,
     `refine=False`, `precision="fp16"`, `backend="onnxruntime"`, `threads=2`) override that
-    field, of `config` when one is given.
+    field, of `config` when one is given. `progress` is where a model download shows its
+    progress (`types.Progress`); by default nothing is drawn.
+
+    Nothing process-wide is changed: on the CPU, `aepose_cli.keep_freed_memory()` (called once
+    by the program that owns the process, as the command line does) makes the torch network's
+    passes 1.25-1.37x faster by letting malloc keep their buffers (`aepose_cli.host_memory`).
     """
 
     def __init__(
@@ -86,7 +127,7 @@ class PoseEstimator:
         flip: bool | None = None,
         keypoints: str | KeypointSet | None = None,
         config: InferenceConfig | None = None,
-        progress: bool = True,
+        progress: Progress | None = None,
         **overrides,
     ) -> None:
         if device is not None:
@@ -97,11 +138,10 @@ class PoseEstimator:
             overrides["flip"] = flip
         config = replace(config, **overrides) if config is not None else InferenceConfig(**overrides)
         self.config = config
-        net, self.keypoints, self.zoo_model, path = _load_model_and_path(model, checkpoint, keypoints, progress=progress)
-        sha256 = None
-        if resolve_backend(config.backend, resolve_device(config.device), config.precision) != "torch":
-            sha256 = checkpoint_sha256(path)  # names the cached ONNX graph of these weights
-        self.engine = InferenceEngine(net, self.keypoints, config, checkpoint_sha256=sha256)
+        resolved = resolve_model(model, checkpoint, keypoints, progress=progress)
+        self.keypoints, self.zoo_model = resolved.keypoints, resolved.zoo_entry
+        backend = resolve_backend(config.backend, resolve_device(config.device), config.precision)
+        self.engine = InferenceEngine(resolved.net, self.keypoints, config, checkpoint_sha256=resolved.sha256_for(backend))
 
     @classmethod
     def from_network(

@@ -19,10 +19,9 @@ import torch.nn.functional as F
 
 from .assignment import solve_assignment
 from .config import InferenceConfig
-from .engine import AggregatedMaps
 from .keypoints import KeypointSet
 from .preprocess import ImageGeometry
-from .types import Pose
+from .types import AggregatedMaps, Pose
 
 NMS_KERNEL = 5
 NMS_PADDING = 2

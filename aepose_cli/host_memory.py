@@ -25,6 +25,13 @@ gives the free memory back to the kernel (`malloc_trim`) before a pass whose inp
 from the previous one's: the peak stays the default's (2.41 GB on those photos), and a run of same-shape passes (a
 video, a camera's photos, batches of one canvas) pays the page faults only on its first pass.
 
+Who turns it on: the process's owner, never the library by itself (a setting of the whole
+process, with no undo, is not a library's to make). The command line does (`cli/runtime.py`,
+for a network that runs on this process's CPU with torch); a library user who wants the same
+speed calls `keep_freed_memory()` once, before the first pass (also `aepose_cli.keep_freed_memory`).
+The torch backend then trims on a shape change (`before_pass`) wherever the setting is in force,
+including a worker process started with `worker_environment`'s tunables (`in_force`).
+
 Settings the user made (`GLIBC_TUNABLES` naming malloc, or the `MALLOC_*_` variables) win:
 then nothing is changed (a worker started with `worker_environment`'s own tunables still gets
 the trims); `AEPOSE_KEEP_FREED_MEMORY=0` turns the whole thing off. Other C
@@ -69,7 +76,8 @@ def user_tuned_malloc(environ=os.environ) -> bool:
 
 
 def keep_freed_memory() -> bool:
-    """Make this process's malloc keep large freed blocks for reuse (once per process).
+    """Make this process's malloc keep large freed blocks for reuse (once per process): the
+    opt-in of a process's owner (see the module's docstring); the library never calls it.
 
     Returns whether the setting is in force: False on a C library other than glibc, or where
     the user's environment already tunes malloc.
@@ -96,6 +104,19 @@ def _apply() -> bool:
         return False
     _libc = libc
     return True
+
+
+def in_force() -> bool:
+    """Whether this process keeps freed memory: `keep_freed_memory` was called, or the process
+    was started with `worker_environment`'s tunables (then the trims are taken up here, which
+    changes nothing else). Never turns the setting on."""
+    global _applied, _libc
+    with _lock:
+        if _applied is None and _WORKER_TUNABLES in os.environ.get("GLIBC_TUNABLES", ""):
+            libc = _glibc()
+            if libc is not None:
+                _libc, _applied = libc, True
+        return bool(_applied)
 
 
 def _glibc():
@@ -126,9 +147,10 @@ def free_heap_bytes() -> int | None:
 
 def before_pass(shape: tuple) -> None:
     """Call before each network pass with its input's shape: a new shape starts from a heap
-    given back to the kernel (see the module's docstring); the same shape reuses it."""
+    given back to the kernel (see the module's docstring); the same shape reuses it. Does
+    nothing where the setting is not in force (`in_force`)."""
     global _last_shape
-    if _libc is None:
+    if _libc is None and not in_force():
         return
     with _lock:
         if _last_shape is not None and shape != _last_shape:

@@ -25,14 +25,14 @@ import secrets
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from .types import Progress
 
 from .errors import CheckpointError, ConfigError, DownloadError
 from .io.atomic import fsync_folder
@@ -178,6 +178,29 @@ def _sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_sha256(path: str | Path) -> str:
+    """The full sha256 of a checkpoint file: THE digest that names a model's weights (the
+    provenance of a run's outputs, the cached ONNX graph of its backend).
+
+    A zoo checkpoint's verified sidecar is taken when it is up to date (same mtime as the file,
+    see the module's docstring), so a cached model is not hashed again on every run; any other
+    file is read through. CheckpointError when it cannot be read.
+    """
+    path = Path(path)
+    sidecar = _sidecar_path(path)
+    try:
+        if sidecar.stat().st_mtime_ns == path.stat().st_mtime_ns:
+            recorded = sidecar.read_text(encoding="ascii").split()[0]
+            if len(recorded) == 64 and _is_lower_hex(recorded):
+                return recorded
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    try:
+        return _sha256_of_file(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+
+
 def verify_sha256_prefix(path: str | Path, prefix: str) -> str:
     """Stream `path` through sha256 and check it starts with `prefix`; returns the full hex digest.
 
@@ -268,31 +291,8 @@ def _content_length(response: Any) -> int | None:
         return None
 
 
-@contextmanager
-def _progress_bar(enabled: bool, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(nbytes)`; a rich bar with bytes, speed and ETA on stderr when enabled."""
-    if not enabled:
-        yield lambda nbytes: None
-        return
-    # rich is imported here, not at module level: the library must not load it on import.
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),  # stdout may carry JSON output
-    )
-    with progress:
-        task = progress.add_task(label, total=total)
-        yield lambda nbytes: progress.advance(task, nbytes)
-
-
 def _stream_to_file(
-    url: str, opener: Opener, sink: BinaryIO, target: Path, progress: bool
+    url: str, opener: Opener, sink: BinaryIO, target: Path, progress: Progress | None
 ) -> str:
     """Copy `url` into `sink` chunk by chunk, returning the sha256 hex digest of the bytes."""
     digest = hashlib.sha256()
@@ -303,7 +303,8 @@ def _stream_to_file(
         raise _download_error(url, _describe_network_error(exc), target) from exc
     try:
         total = _content_length(response)
-        with _progress_bar(progress, target.name, total) as advance:
+        shown = progress.task(target.name, total, "B") if progress is not None else nullcontext(lambda nbytes: None)
+        with shown as advance:
             while True:
                 try:
                     chunk = response.read(_CHUNK_BYTES)
@@ -330,7 +331,7 @@ def _write_chunk(sink: BinaryIO, chunk: bytes, target: Path) -> None:
         raise DownloadError(f"{target.parent}: cannot write download ({exc.strerror or exc})") from None
 
 
-def _download(model: ZooModel, target: Path, progress: bool, opener: Opener) -> None:
+def _download(model: ZooModel, target: Path, progress: Progress | None, opener: Opener) -> None:
     """Stream `model.url` to `target` via a same-directory temp file; nothing is left on failure."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +359,7 @@ def _download(model: ZooModel, target: Path, progress: bool, opener: Opener) -> 
 def fetch_checkpoint(
     model: ZooModel,
     *,
-    progress: bool = True,
+    progress: Progress | None = None,
     cache: Path | None = None,
     opener: Opener = urllib.request.urlopen,
 ) -> Path:
@@ -366,6 +367,7 @@ def fetch_checkpoint(
 
     A cached file is returned without network access (re-hashed only when its sidecar is missing or
     stale). `opener` is urlopen-compatible and injectable so that tests can simulate the network.
+    `progress`: where the download shows how far it is (bytes); None: nowhere.
     """
     target = checkpoint_path(model, cache)
     if target.is_file():
@@ -379,7 +381,7 @@ def resolve_checkpoint(
     model_name: str | None,
     checkpoint: str | Path | None,
     *,
-    progress: bool = True,
+    progress: Progress | None = None,
     cache: Path | None = None,
     opener: Opener = urllib.request.urlopen,
 ) -> tuple[Path, ZooModel | None]:
@@ -399,40 +401,3 @@ def resolve_checkpoint(
         return path, model
     model = model if model is not None else zoo_model(DEFAULT_MODEL)
     return fetch_checkpoint(model, progress=progress, cache=cache, opener=opener), model
-
-
-# --------------------------------------------------------------------------------------------
-# `aepose models`
-
-
-def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
-    """The zoo as a rich table: keypoints, width, published AP, whether it is cached.
-
-    Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
-    """
-    from rich.table import Table
-
-    table = Table(title="aepose model zoo (AP: published val, flip test)")
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("keypoints", no_wrap=True)
-    table.add_column("width", justify="right")
-    table.add_column("AP single", justify="right")
-    table.add_column("AP multi-scale", justify="right")
-    table.add_column("cached")
-    if urls:
-        table.add_column("cache path", overflow="fold")
-        table.add_column("URL", overflow="fold")
-    for model in _PUBLISHED:
-        path = checkpoint_path(model, cache)
-        row = [
-            model.name,
-            f"{model.keypoints.name.upper()} ({model.keypoints.num_joints})",
-            f"W{model.width}",
-            f"{model.ap_single:.3f}",
-            f"{model.ap_multi:.3f}",
-            "yes" if path.is_file() else "no",
-        ]
-        if urls:
-            row += [str(path), model.url]
-        table.add_row(*row)
-    return table

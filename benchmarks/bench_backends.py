@@ -151,7 +151,7 @@ def e2e_table(args, console) -> None:
         ckpt = Path(tmp) / "w32_random.pth"
         torch.save({"state_dict": full_size_model(32).state_dict(), "meta": {}}, ckpt)
         estimators = {
-            backend: PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads, progress=False)
+            backend: PoseEstimator(checkpoint=ckpt, backend=backend, threads=args.threads)
             for backend in BACKENDS if is_installed(backend)
         }
         last = {name: est.predict_batch(images) for name, est in estimators.items()}  # warm-up
@@ -195,6 +195,11 @@ def main() -> None:
     parser.add_argument("--reference-cmd", help="a command timing the reference now; prints REFERENCE_PER_IMAGE_S=<seconds>")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # This process runs the networks as `aepose` runs its own: malloc keeps the freed activation
+    # buffers for the next pass (the library leaves that to the process's owner).
+    from aepose_cli import keep_freed_memory
+
+    keep_freed_memory()
     console = Console(width=140)
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()}", flush=True)
     if not args.no_network:

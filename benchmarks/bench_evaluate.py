@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from aepose_cli.evaluate import METRIC_NAMES, evaluate_keypoints
+from aepose_cli.evaluation.cocoeval import METRIC_NAMES, evaluate_keypoints
 from aepose_cli.keypoints import COCO
 
 ROOT = Path(__file__).resolve().parents[1]

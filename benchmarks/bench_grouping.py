@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from aepose_cli.config import InferenceConfig  # noqa: E402
-from aepose_cli.engine import InferenceEngine, aggregate_outputs  # noqa: E402
 from aepose_cli.estimator import PoseEstimator  # noqa: E402
 from aepose_cli.grouping import adjust, match_by_tag, person_scores, top_k  # noqa: E402
+from aepose_cli.inference import InferenceEngine, aggregate_outputs  # noqa: E402
 from aepose_cli.keypoints import COCO  # noqa: E402
 from aepose_cli.model import build_from_checkpoint  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> None:
     network_s = timed(lambda: engine.network(batch), repeat=3)
 
     # Estimator wrapper for grouping (the network inside it is never run here).
-    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, progress=False)
+    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config)
 
     raw = np.load(SHARED / "golden" / "grouping" / "217285.npz")["raw"].astype(np.float32)[0]
     raw_t = torch.from_numpy(raw)

@@ -76,12 +76,12 @@ def _checkpoint(root: Path) -> Path:
 
 def child(args) -> None:
     t_start = time.perf_counter()
-    from aepose_cli.commands.common import ModelChoice, build_runner
-    from aepose_cli.commands.images import _ImageSink
-    from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig
+    from aepose_cli.cli.runtime import build_runner
+    from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
     from aepose_cli.io.coco_json import CocoJsonWriter
     from aepose_cli.io.sources import list_images, read_image
-    from aepose_cli.pipeline import WorkItem
+    from aepose_cli.jobs.images import _ImageSink
+    from aepose_cli.types import WorkItem
 
     t_imported = time.perf_counter()
     folder, out = Path(args.folder), Path(args.out)
@@ -140,11 +140,12 @@ class _PassThroughActor:
 def floor_child(args) -> None:
     t_start = time.perf_counter()
     from aepose_cli.config import EngineConfig
-    from aepose_cli.engines.ray import _ray_session, _rows_as_they_come, ray
+    from aepose_cli.engines.ray import _rows_as_they_come
+    from aepose_cli.engines.ray_session import ray, ray_session
 
     t_imported = time.perf_counter()
     rows = 10
-    with _ray_session(EngineConfig(engine="ray", ray_address=args.ray_address)):
+    with ray_session(EngineConfig(engine="ray", ray_address=args.ray_address)):
         t_started = time.perf_counter()
         dataset = ray.data.from_items([{"seq": i} for i in range(rows)], override_num_blocks=rows)
         dataset = dataset.map_batches(_pass_through, batch_size=1, num_cpus=1)

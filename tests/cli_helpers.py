@@ -5,7 +5,7 @@ Two ways to run the command, with the same result type (`subprocess.CompletedPro
 - `run_cli`: a real subprocess, `python -m aepose_cli`, exactly as a user runs it. It catches
   what only a fresh process shows: import-time behaviour, memory limits, signals, what the
   interpreter itself prints. Each call pays a Python + torch start-up (seconds on a shared CPU).
-- `run_in_process`: `aepose_cli.cli.main(ARGS)` inside the test process, with what a separate
+- `run_in_process`: `aepose_cli.cli.main.main(ARGS)` inside the test process, with what a separate
   process would give the command emulated: file-descriptor-level capture of stdout and stderr
   (so what C libraries such as OpenCV or libav print is seen, in order with Python's output), a
   fresh interpreter's warning filters (a warning is printed to stderr as it would be there), an
@@ -23,15 +23,19 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from paths import DATA, GOLDEN, SHARED, TINY_CHECKPOINT  # noqa: F401
 
@@ -77,11 +81,11 @@ _SGR = re.compile(r"\x1b\[[0-9;]*m")
 def run_in_process(
     *args: Any, cwd: Path | None = None, env_extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """`aepose ARGS` run by `aepose_cli.cli.main` in this process (see the module docstring);
+    """`aepose ARGS` run by `aepose_cli.cli.main.main` in this process (see the module docstring);
     the same result as `run_cli` gives for everything but the process itself."""
     import torch
 
-    from aepose_cli.cli import main
+    from aepose_cli.cli.main import main
 
     argv = [str(a) for a in args]
     env = {**cli_env(), **(env_extra or {})}
@@ -179,6 +183,38 @@ def cli_env() -> dict[str, str]:
     env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1"})
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(*args: Any, cwd: Path) -> subprocess.Popen:
+    """The command as a child that a test will signal, with SIGINT at its default.
+
+    A shell starts a background job (`pytest ... &`, what CI runners and `nohup` do) with SIGINT
+    ignored, children inherit that, and Python then installs no KeyboardInterrupt handler: the
+    child would never see the test's Ctrl-C and run to the end.
+    """
+    return subprocess.Popen(
+        cli_command(*args), cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )
+
+
+def freeze_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
+    """Stop the child (SIGSTOP) as soon as `ready()` holds, so a signal sent next lands on a run
+    known to be unfinished; fail if it ends first. The caller sends its signal, then SIGCONT."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}")
+        if ready():
+            proc.send_signal(signal.SIGSTOP)
+            return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"no {what} within {timeout_s} s")
 
 
 def describe(proc: subprocess.CompletedProcess) -> str:

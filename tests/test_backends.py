@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from aepose_cli.backends import create_backend, is_installed, resolve_backend
-from aepose_cli.backends.onnx_export import checkpoint_sha256, onnx_cache_path
+from aepose_cli.backends.onnx_export import onnx_cache_path
 from aepose_cli.model import build_from_checkpoint
+from aepose_cli.zoo import checkpoint_sha256
 
 from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_ok, assert_one_line_error, cli_env, describe, load_json, run_in_process
 
@@ -169,7 +170,7 @@ def test_cli_onnxruntime_matches_torch_end_to_end(tmp_path):
 def _cli_with(prelude: str, home, *args) -> subprocess.CompletedProcess:
     """`aepose ARGS` in a fresh interpreter after running `prelude` (to simulate the environment),
     with `home` as $AEPOSE_HOME (so no cached ONNX graph of another run is reused)."""
-    code = f"{prelude}\nfrom aepose_cli.cli import main\nmain({[str(a) for a in args]!r})"
+    code = f"{prelude}\nfrom aepose_cli.cli.main import main\nmain({[str(a) for a in args]!r})"
     env = {**cli_env(), "AEPOSE_HOME": str(home)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 

@@ -511,7 +511,7 @@ def test_video_with_undecodable_first_frames_keeps_true_indices_and_exits_1(tmp_
 
 # -- cosmetic ------------------------------------------------------------------------------------
 def test_rate_column_is_items_over_elapsed_time():
-    from aepose_cli.console import _RateColumn
+    from aepose_cli.cli.console import _RateColumn
 
     column = _RateColumn("img")
     # 4 images finished together after 8 s: rich's own speed (last gap) would be huge.

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -31,12 +30,12 @@ from cli_helpers import (
     MINI_VAL,
     MINI_VAL_ANN,
     assert_one_line_error,
-    cli_command,
-    cli_env,
     describe,
+    freeze_when,
     load_json,
     run_cli,
     run_in_process,
+    start_cli,
 )
 from paths import needs_shared
 
@@ -370,18 +369,20 @@ def test_interrupted_video_is_kept_under_a_partial_name(tmp_path):
     clip = tmp_path / "clip.mp4"
     shutil.copy(DATA / "mmaction2-videos" / "demo.mp4", clip)
     before = snapshot(tmp_path)
-    proc = subprocess.Popen(cli_command("video", clip, "--no-json", *FAST), cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
+    proc = start_cli("video", clip, "--no-json", *FAST, cwd=tmp_path)
+
+    def frames_written() -> bool:
         parts = [p for p in tmp_path.iterdir() if ".part-" in p.name]
-        if parts and parts[0].stat().st_size > 4096:  # frames are being written
-            break
-        time.sleep(0.2)
-    if proc.poll() is not None:
-        pytest.fail("the run ended before it could be interrupted")
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=120)
+        return bool(parts) and parts[0].stat().st_size > 4096
+
+    try:
+        freeze_when(proc, frames_written, "frames were written")
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)  # the pending SIGINT is delivered as the run resumes
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip().startswith("aepose:")]

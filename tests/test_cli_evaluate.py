@@ -110,7 +110,7 @@ def test_inference_poses_are_the_library_without_pose_nms(inference_run):
     assert_ok(proc)
     results = load_json(out / "results.json")
     images = _first_images(3)
-    estimator = PoseEstimator(checkpoint=TINY_CHECKPOINT, flip=False, scales=(0.25,), pose_nms=None, progress=False)
+    estimator = PoseEstimator(checkpoint=TINY_CHECKPOINT, flip=False, scales=(0.25,), pose_nms=None)
     expected = estimator.predict_batch([MINI_VAL / "val2017" / im["file_name"] for im in images])
     for image, result in zip(images, expected):
         written = [keypoint_array(r) for r in results if r["image_id"] == image["id"]]

@@ -11,7 +11,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import cv2
@@ -33,12 +32,12 @@ from cli_helpers import (
     assert_ok,
     assert_one_line_error,
     assert_same_poses,
-    cli_command,
-    cli_env,
     describe,
+    freeze_when,
     load_json,
     poses_by_image,
     run_cli,
+    start_cli,
 )
 from paths import needs_shared
 
@@ -203,24 +202,6 @@ def _journal_keys(journal: Path) -> list[str]:
     return keys
 
 
-def _pause_after_records(journal: Path, proc: subprocess.Popen, count: int, timeout_s: float) -> None:
-    """Freeze the run (SIGSTOP) as soon as its journal holds `count` records.
-
-    Freezing first makes the interrupt deterministic: the signal lands while the run is known
-    to be unfinished, instead of racing the last images to the finish line.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before it could be interrupted")
-        if journal.exists() and len(_journal_keys(journal)) >= count:
-            proc.send_signal(signal.SIGSTOP)
-            return
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail(f"{journal} did not reach {count} records in {timeout_s} s")
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
 def test_interrupted_run_resumes_without_redoing_images(tmp_path, stop_signal):
     """Ctrl-C stops cleanly (exit 130, journal kept); SIGKILL is a crash (no clean-up at all)."""
@@ -233,12 +214,9 @@ def test_interrupted_run_resumes_without_redoing_images(tmp_path, stop_signal):
     journal = tmp_path / "batch.pose.json.partial.jsonl"
     final_json = tmp_path / "batch.pose.json"
 
-    run = subprocess.Popen(
-        cli_command("folder", "batch", *FAST, "--batch-size", "1"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )
+    run = start_cli("folder", "batch", *FAST, "--batch-size", "1", cwd=tmp_path)
     try:
-        _pause_after_records(journal, run, 2, timeout_s=120)
+        freeze_when(run, lambda: journal.exists() and len(_journal_keys(journal)) >= 2, "the journal held 2 records")
         frozen_at = _journal_keys(journal)
         assert run.poll() is None and len(frozen_at) < len(names), f"the run finished before the pause: {frozen_at}"
         run.send_signal(stop_signal)

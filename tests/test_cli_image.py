@@ -103,7 +103,7 @@ def test_dataset_json_loads_with_pycocotools(two_images):
 @pytest.fixture(scope="module")
 def library() -> PoseEstimator:
     """The library under the options of `FAST`."""
-    return PoseEstimator(checkpoint=TINY_CHECKPOINT, flip=False, scales=(0.25,), progress=False)
+    return PoseEstimator(checkpoint=TINY_CHECKPOINT, flip=False, scales=(0.25,))
 
 
 def test_poses_equal_the_library(two_images, library):

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from aepose_cli.commands.common import ModelChoice
-from aepose_cli.commands.video import VideoOptions, expand_sources, run_video, run_videos
-from aepose_cli.config import DrawConfig, InferenceConfig
+from aepose_cli.cli.video import run_video, run_videos
+from aepose_cli.config import DrawConfig, InferenceConfig, ModelChoice, VideoOptions
 from aepose_cli.errors import ConfigError, InputError, Interrupted
 from aepose_cli.io.decode import VideoSource
+from aepose_cli.jobs.video_plan import expand_sources
 
 from cli_helpers import (
     DATA,
@@ -325,7 +325,7 @@ TINY_CONFIG = InferenceConfig(device="cpu", flip=False, scales=(0.25,), batch_si
 def estimator():
     from aepose_cli.estimator import PoseEstimator
 
-    return PoseEstimator(checkpoint=TINY_CHECKPOINT, config=TINY_CONFIG, progress=False)
+    return PoseEstimator(checkpoint=TINY_CHECKPOINT, config=TINY_CONFIG)
 
 
 def never_load():
@@ -382,17 +382,36 @@ def test_a_clash_or_a_file_output_for_several_videos_is_refused_before_the_model
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["demo.mp4", "demo.mp4"]
 
 
+def test_a_refused_plan_leaves_no_output_folder_behind(tmp_path):
+    """`--out DIR/` is created only once the whole plan has passed: a clash found by the plan
+    (here the JSON would overwrite an input video) leaves nothing, not even the folder."""
+    from aepose_cli.jobs.video_plan import plan_videos
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        copy_clip(MMPOSE_DEMO, tmp_path / folder)
+    a, b = str(tmp_path / "a" / "demo.mp4"), str(tmp_path / "b" / "demo.mp4")
+    out = tmp_path / "new" / "out"
+    with pytest.raises(ConfigError, match="would both write"):
+        plan_videos([a, b], VideoOptions(out=f"{out}/"))
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        plan_videos([a], VideoOptions(out=f"{out}/", json_out=a))
+    assert not (tmp_path / "new").exists()
+    jobs = plan_videos([a], VideoOptions(out=f"{out}/"))  # a plan that passes makes its folder
+    assert out.is_dir() and jobs[0].video_path == out / "demo.pose.mp4"
+
+
 def test_several_videos_equal_one_at_a_time(tmp_path, estimator):
     many, alone = tmp_path / "many", tmp_path / "alone"
     many.mkdir()
     alone.mkdir()
     clips = [copy_clip(clip, many) for clip in (NTSC_CLIP, MMPOSE_DEMO, VTEST)]
     end = 0.15  # 5, 1 and 2 frames: the network is the slow part on a shared CPU
-    run_videos([str(many)], estimator, DrawConfig(), VideoOptions(end=end, out=str(tmp_path / "out") + "/", progress=False), TINY)
+    run_videos([str(many)], estimator, DrawConfig(), VideoOptions(end=end, out=str(tmp_path / "out") + "/"), TINY, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{c.stem}.pose.{x}" for c in clips for x in ("json", "mp4"))
     for clip in clips:
         single = copy_clip(clip, alone)
-        run_video(str(single), estimator, DrawConfig(), VideoOptions(end=end, progress=False), TINY)
+        run_video(str(single), estimator, DrawConfig(), VideoOptions(end=end), TINY, progress=False)
         together = load_json(tmp_path / "out" / f"{clip.stem}.pose.json")
         one = load_json(alone / f"{clip.stem}.pose.json")
         assert together["images"] == one["images"], clip.name  # frame indices, timestamps, sizes
@@ -407,8 +426,8 @@ def test_several_videos_equal_one_at_a_time(tmp_path, estimator):
 def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_path, estimator, capsys):
     done, half = copy_clip(MMPOSE_DEMO, tmp_path), copy_clip(VTEST, tmp_path)  # 2 and 3 frames
     pattern = [str(tmp_path / "*.mp4"), str(tmp_path / "*.avi")]
-    options = VideoOptions(end=END_S, progress=False, skip_existing=True)
-    run_videos(pattern, estimator, DrawConfig(), options, TINY)
+    options = VideoOptions(end=END_S, skip_existing=True)
+    run_videos(pattern, estimator, DrawConfig(), options, TINY, progress=False)
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")}
     assert len(finished) == 2
     # What a killed run leaves: a partial video, a journal, an encoder temporary; no final files.
@@ -417,7 +436,7 @@ def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_pa
     json_out.rename(tmp_path / f"{half.stem}.pose.json.partial.jsonl")
     (tmp_path / f"{half.stem}.pose.mp4.part-0123abcd.mp4").write_bytes(b"torn")
     capsys.readouterr()
-    run_videos(pattern, estimator, DrawConfig(), options, TINY)
+    run_videos(pattern, estimator, DrawConfig(), options, TINY, progress=False)
     err = capsys.readouterr().err
     assert f"skipped {done}: its outputs are finished" in " ".join(err.split())
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")} == finished  # not rewritten
@@ -435,12 +454,12 @@ def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_pa
 def test_a_json_only_run_resumes_exactly_from_its_journal(tmp_path, estimator, monkeypatch, capsys):
     from dataclasses import replace
 
-    from aepose_cli.commands import video as video_command
+    from aepose_cli.jobs import video as video_command
 
     clip = copy_clip(NTSC_CLIP, tmp_path)
-    options = VideoOptions(end=0.2, out=False, progress=False, skip_existing=True)  # 6 frames
+    options = VideoOptions(end=0.2, out=False, skip_existing=True)  # 6 frames
     reference, target = tmp_path / "reference.json", tmp_path / "resumed.json"
-    run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(reference)), TINY)
+    run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(reference)), TINY, progress=False)
     write = video_command._FrameSink.write
     written: list[int] = []
 
@@ -452,11 +471,11 @@ def test_a_json_only_run_resumes_exactly_from_its_journal(tmp_path, estimator, m
 
     monkeypatch.setattr(video_command._FrameSink, "write", stop_after_three)
     with pytest.raises(Interrupted, match=r"the 3 frame\(s\) done are kept in resumed.json.partial.jsonl"):
-        run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY)
+        run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY, progress=False)
     monkeypatch.undo()
     assert not target.exists()
     capsys.readouterr()
-    run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY)
+    run_video(str(clip), estimator, DrawConfig(), replace(options, json_out=str(target)), TINY, progress=False)
     # Three frames were done; batches hold two, so the resume continues after frame 1.
     assert "resumed: 2 frame(s) were done by the stopped run" in capsys.readouterr().err
     resumed, uninterrupted = load_json(target), load_json(reference)

@@ -28,7 +28,7 @@ def test_cuda_exact_mode_matches_reference_people(name):
     flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     est = PoseEstimator(
         checkpoint=TINY_CHECKPOINT, device="cuda", scales=tuple(case["scales"]), flip=case["flip_test"],
-        detection_threshold=cfg["detection_threshold"], pose_nms=None, progress=False,
+        detection_threshold=cfg["detection_threshold"], pose_nms=None,
     )
     poses = est.predict(cv2.imread(str(SHARED / case["image"])))
     # TF32 is off during the forward pass only (the parity below shows it was off); the
@@ -42,8 +42,8 @@ def test_cuda_exact_mode_matches_reference_people(name):
 
 def test_cuda_maps_match_cpu_maps():
     image = cv2.imread(str(SHARED / "data" / "ultralytics-assets" / "bus.jpg"))
-    cpu = PoseEstimator(checkpoint=TINY_CHECKPOINT, progress=False).maps(image)
-    gpu = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", progress=False).maps(image)
+    cpu = PoseEstimator(checkpoint=TINY_CHECKPOINT).maps(image)
+    gpu = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda").maps(image)
     np.testing.assert_allclose(gpu.heatmaps.cpu().numpy(), cpu.heatmaps.numpy(), rtol=0, atol=1e-4)
     np.testing.assert_allclose(gpu.tags.cpu().numpy(), cpu.tags.numpy(), rtol=0, atol=1e-4)
 
@@ -51,8 +51,8 @@ def test_cuda_maps_match_cpu_maps():
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_fast_precisions_run_and_stay_close(precision):
     image = cv2.imread(str(SHARED / "data" / "ultralytics-assets" / "bus.jpg"))
-    exact = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", progress=False).maps(image)
-    fast = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", precision=precision, progress=False).maps(image)
+    exact = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda").maps(image)
+    fast = PoseEstimator(checkpoint=TINY_CHECKPOINT, device="cuda", precision=precision).maps(image)
     assert fast.heatmaps.dtype == torch.float32
     error = (fast.heatmaps - exact.heatmaps).abs()
     scale = exact.heatmaps.abs().max().item()

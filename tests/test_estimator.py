@@ -23,7 +23,7 @@ ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
 
 @lru_cache(maxsize=2)
 def _estimator(pose_nms):
-    return PoseEstimator(checkpoint=TINY_CHECKPOINT, pose_nms=pose_nms, progress=False)
+    return PoseEstimator(checkpoint=TINY_CHECKPOINT, pose_nms=pose_nms)
 
 
 def test_predict_without_nms_gives_the_reference_people():
@@ -81,12 +81,12 @@ def test_batch_of_mixed_sizes_equals_single_images():
 
 def test_keypoint_set_must_match_the_checkpoint():
     with pytest.raises(CheckpointError, match="17 keypoints.*'aic' has 14"):
-        PoseEstimator(checkpoint=TINY_CHECKPOINT, keypoints="aic", progress=False)
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, keypoints="aic")
 
 
 def test_bad_options_and_inputs(tmp_path):
     with pytest.raises(ConfigError):
-        PoseEstimator(checkpoint=TINY_CHECKPOINT, scales=(2, 0.5), progress=False)
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, scales=(2, 0.5))
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     with pytest.raises(InputError, match="bad.jpg"):
@@ -97,11 +97,27 @@ def test_config_and_keywords_merge_instead_of_ignoring_the_keywords():
     from aepose_cli import InferenceConfig
 
     config = InferenceConfig(scales=(2.0, 1.0), flip=False, detection_threshold=0.2)
-    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, scales=(1.0,), flip=True, pose_nms=None, progress=False)
+    est = PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, scales=(1.0,), flip=True, pose_nms=None)
     assert est.config.scales == (1.0,) and est.config.flip is True and est.config.pose_nms is None
     assert est.config.detection_threshold == 0.2  # from config, not overridden
     with pytest.raises(TypeError):
-        PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, no_such_option=1, progress=False)
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, config=config, no_such_option=1)
+
+
+def test_the_library_refuses_what_the_command_line_refuses():
+    """Rules the CLI enforced alone are the configs' own: a library run gets them too."""
+    from aepose_cli.config import EngineConfig, InferenceConfig, check_engine_device
+
+    with pytest.raises(ConfigError, match="--precision fp16 needs a CUDA device; on cpu"):
+        InferenceConfig(precision="fp16")
+    with pytest.raises(ConfigError, match="--precision bf16 needs a CUDA device"):
+        PoseEstimator(checkpoint=TINY_CHECKPOINT, precision="bf16")
+    check_engine_device(InferenceConfig(), EngineConfig(engine="ray"))  # CPU workers, CPU device
+    check_engine_device(InferenceConfig(device="cuda"), EngineConfig())  # the single engine: any device
+    with pytest.raises(ConfigError, match="--device cuda with --engine ray: the workers run on CPUs"):
+        check_engine_device(InferenceConfig(device="cuda"), EngineConfig(engine="ray"))
+    with pytest.raises(ConfigError, match="--device cpu with --engine ray: the workers run on their GPUs"):
+        check_engine_device(InferenceConfig(), EngineConfig(engine="ray", gpus_per_worker=1))
 
 
 def test_building_an_estimator_leaves_global_torch_flags_alone():
@@ -113,7 +129,7 @@ def test_building_an_estimator_leaves_global_torch_flags_alone():
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     try:
         _estimator(None).predict(BUS)
-        PoseEstimator(checkpoint=TINY_CHECKPOINT, progress=False)
+        PoseEstimator(checkpoint=TINY_CHECKPOINT)
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
         with tf32_disabled():
             assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from aepose_cli.cli.console import metrics_table
 from aepose_cli.errors import AnnotationError
-from aepose_cli.evaluate import METRIC_NAMES, evaluate_keypoints, metrics_table, oks_nms
+from aepose_cli.evaluation.cocoeval import METRIC_NAMES, evaluate_keypoints
 from aepose_cli.keypoints import AIC, COCO
+from aepose_cli.oks import oks_nms
 
 from paths import SHARED, needs_shared  # noqa: E402
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from aepose_cli.config import InferenceConfig
-from aepose_cli.engine import aggregate_outputs
 from aepose_cli.grouping import group, to_image_coords
+from aepose_cli.inference import aggregate_outputs
 from aepose_cli.keypoints import COCO
 from aepose_cli.preprocess import image_geometry
 

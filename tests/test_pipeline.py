@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from aepose_cli.engines.single import run_pipeline
 from aepose_cli.errors import InputError
-from aepose_cli.pipeline import STAGES, WorkItem, run_pipeline
-from aepose_cli.types import FrameResult
+from aepose_cli.types import STAGES, FrameResult, WorkItem
 
 
 @dataclass

@@ -284,7 +284,7 @@ def test_a_video_whose_worker_is_killed_is_redone_without_leftovers(cluster, tmp
             if run.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"no encoder temporary seen before the run ended: {run.stderr.read() if run.poll() is not None else 'timeout'}")
             time.sleep(0.02)
-        victims = _actor_pids("VideoWorker")
+        victims = _actor_pids("TaskWorker")  # the actor that runs each video's task (RayRunner.map)
         assert len(victims) == 1, f"expected one video actor, found {victims}"
         os.kill(victims[0], signal.SIGKILL)
         assert run.poll() is None and not (out / "walk.pose.mp4").exists(), "killed too late"
@@ -356,14 +356,14 @@ def test_a_local_rays_workers_start_with_malloc_tuned_and_the_driver_keeps_its_e
     code = """if True:
         import json, os
         from aepose_cli.config import EngineConfig
-        from aepose_cli.engines.ray import _ray_session, ray
+        from aepose_cli.engines.ray_session import ray, ray_session
 
         @ray.remote(num_cpus=0)
         def probe():
             from aepose_cli import host_memory
             return os.environ.get("GLIBC_TUNABLES"), host_memory.keep_freed_memory()
 
-        with _ray_session(EngineConfig(engine="ray")):
+        with ray_session(EngineConfig(engine="ray")):
             worker = ray.get(probe.remote())
         print(json.dumps({"worker": worker, "driver": os.environ.get("GLIBC_TUNABLES")}))
     """
@@ -378,7 +378,7 @@ def test_a_local_rays_workers_start_with_malloc_tuned_and_the_driver_keeps_its_e
 
 def _cli_in_process(prelude: str, *args, epilogue: str = "") -> subprocess.CompletedProcess:
     """`aepose ARGS` called in a fresh interpreter after `prelude`, then `epilogue`."""
-    code = f"{prelude}\nfrom aepose_cli.cli import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
+    code = f"{prelude}\nfrom aepose_cli.cli.main import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=300)
 
 

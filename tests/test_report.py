@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aepose_cli import analysis
 from aepose_cli.errors import ConfigError, MissingDependencyError
-from aepose_cli.evaluate import evaluate_keypoints_detailed
+from aepose_cli.evaluation import analysis
+from aepose_cli.evaluation.cocoeval import evaluate_keypoints_detailed
 from aepose_cli.keypoints import COCO
 
 from cli_helpers import (
@@ -242,8 +242,8 @@ def golden_report(tmp_path_factory):
 
 
 def test_page_structure(golden_report):
-    from aepose_cli.evaluate import METRIC_NAMES
-    from aepose_cli.report import PLOTS
+    from aepose_cli.evaluation.cocoeval import METRIC_NAMES
+    from aepose_cli.evaluation.report import PLOTS
 
     out, _, proc = golden_report
     assert_ok(proc)
@@ -259,7 +259,7 @@ def test_page_structure(golden_report):
 
 
 def test_every_plot_is_a_png_of_reasonable_size(golden_report):
-    from aepose_cli.report import PLOTS
+    from aepose_cli.evaluation.report import PLOTS
 
     out, _, proc = golden_report
     assert_ok(proc)
@@ -294,7 +294,7 @@ def test_analysis_json_holds_the_numbers_behind_the_plots(golden_report):
 
 
 def test_report_dir_that_would_swallow_an_input_is_refused(tmp_path):
-    from aepose_cli.report import check_report_dir
+    from aepose_cli.evaluation.report import check_report_dir
 
     ann = tmp_path / "ann.json"
     ann.write_text("{}")
@@ -342,7 +342,7 @@ def test_cli_pred_report(golden_report):
 
 
 def test_a_previous_report_is_replaced_in_one_piece(tmp_path):
-    from aepose_cli.report import _commit_folder, check_report_dir
+    from aepose_cli.evaluation.report import _commit_folder, check_report_dir
 
     report = tmp_path / "report"
     _commit_folder(report, {"index.html": b"old", "stale.png": b"old"})

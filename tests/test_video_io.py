@@ -522,6 +522,44 @@ def test_a_part_token_names_the_temporary_so_a_retry_reuses_a_dead_attempts_file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["retry.mp4"]
 
 
+_ENCODE_IN_CHILD = """
+import sys
+from aepose_cli.io.decode import VideoSource
+from aepose_cli.io.encode import VideoSink
+source = VideoSource(sys.argv[1], end_s=0.3)
+with VideoSink.for_source(sys.argv[2], source) as sink:
+    for frame in source:
+        sink.write(frame.image_bgr, frame.pts)
+"""
+
+
+@needs_shared
+def test_the_same_frames_give_the_same_bytes_whatever_the_heap_holds(tmp_path):
+    """x264's AVX-512 kernels read memory x264 never wrote, so on an AVX-512 CPU the MP4 of the
+    same frames depended on the heap (a Ray worker's tuned malloc gave other bytes than the
+    single engine). Encoded in fresh processes whose malloc fills every block with another
+    byte (`MALLOC_PERTURB_`), the files must be identical."""
+    import subprocess
+    import sys
+
+    outputs = []
+    for perturb in ("0", "85", "170"):
+        out = tmp_path / f"perturb{perturb}.mp4"
+        env = {**os.environ, "MALLOC_PERTURB_": perturb}
+        subprocess.run([sys.executable, "-c", _ENCODE_IN_CHILD, str(MMACTION_2997), str(out)], env=env, check=True, timeout=300)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_x264_is_never_asked_for_its_avx512_kernels():
+    from aepose_cli.io.encode import x264_capabilities_without_avx512
+
+    capabilities = x264_capabilities_without_avx512()
+    if capabilities is not None:  # this CPU has AVX-512 and x264 said what else it uses
+        names = capabilities.split(",")
+        assert "AVX512" not in names and "AVX2" in names
+
+
 def test_failed_run_without_keep_partial_leaves_nothing(tmp_path):
     out = tmp_path / "partial.mp4"
     with pytest.raises(RuntimeError):

@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from aepose_cli import zoo
+from aepose_cli.cli.console import DownloadBar, models_table
 from aepose_cli.errors import CheckpointError, ConfigError, DownloadError
 from aepose_cli.keypoints import AIC, COCO, MHP
 from aepose_cli.zoo import (
@@ -22,7 +23,6 @@ from aepose_cli.zoo import (
     checkpoint_path,
     fetch_checkpoint,
     is_cached,
-    models_table,
     resolve_checkpoint,
     verify_sha256_prefix,
     zoo_model,
@@ -164,7 +164,7 @@ def test_cache_dir_defaults_to_user_cache(monkeypatch, tmp_path):
 def test_fetch_without_cache_argument_downloads_into_aepose_home(monkeypatch, tmp_path):
     monkeypatch.setenv("AEPOSE_HOME", str(tmp_path / "home"))
     model = _model_served_from(tmp_path, PAYLOAD)
-    path = fetch_checkpoint(model, progress=False)
+    path = fetch_checkpoint(model)
     assert path == tmp_path / "home" / "checkpoints" / model.filename
     assert is_cached(model)
 
@@ -178,7 +178,7 @@ def test_download_streams_verifies_and_caches_with_progress_bar(tmp_path, capsys
     model = _model_served_from(tmp_path, PAYLOAD)
     assert not is_cached(model, cache)
 
-    path = fetch_checkpoint(model, cache=cache, progress=True)
+    path = fetch_checkpoint(model, cache=cache, progress=DownloadBar())
 
     assert path == cache / "checkpoints" / model.filename
     assert path.read_bytes() == PAYLOAD
@@ -198,7 +198,7 @@ def test_download_passes_a_timeout_to_the_opener(tmp_path):
         return urllib.request.urlopen(url, timeout=timeout)
 
     model = _model_served_from(tmp_path, PAYLOAD)
-    fetch_checkpoint(model, cache=tmp_path / "cache", progress=False, opener=opener)
+    fetch_checkpoint(model, cache=tmp_path / "cache", opener=opener)
     assert seen["url"] == model.url
     assert seen["timeout"] and 0 < seen["timeout"] <= 120
 
@@ -207,7 +207,7 @@ def test_sha256_mismatch_deletes_the_download_and_names_both_prefixes(tmp_path):
     cache = tmp_path / "cache"
     model = _model_served_from(tmp_path, PAYLOAD, prefix="00000000")
     with pytest.raises(DownloadError) as caught:
-        fetch_checkpoint(model, cache=cache, progress=False)
+        fetch_checkpoint(model, cache=cache)
     message = str(caught.value)
     assert "00000000" in message and PAYLOAD_PREFIX in message
     assert model.url in message
@@ -218,13 +218,13 @@ def test_sha256_mismatch_deletes_the_download_and_names_both_prefixes(tmp_path):
 def test_cached_file_is_used_without_network_and_without_rehashing(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     model = _model_served_from(tmp_path, PAYLOAD)
-    first = fetch_checkpoint(model, cache=cache, progress=False)
+    first = fetch_checkpoint(model, cache=cache)
 
     def no_hashing(path):
         raise AssertionError("a verified cached file must not be hashed again")
 
     monkeypatch.setattr(zoo, "_sha256_of_file", no_hashing)
-    again = fetch_checkpoint(model, cache=cache, progress=False, opener=_no_network)
+    again = fetch_checkpoint(model, cache=cache, opener=_no_network)
     assert again == first and again.read_bytes() == PAYLOAD
 
 
@@ -239,19 +239,19 @@ def test_hand_placed_file_is_verified_once_then_trusted(tmp_path, monkeypatch):
     real_hash = zoo._sha256_of_file
     monkeypatch.setattr(zoo, "_sha256_of_file", lambda p: hashed.append(p) or real_hash(p))
     for _ in range(3):
-        assert fetch_checkpoint(model, cache=cache, progress=False, opener=_no_network) == target
+        assert fetch_checkpoint(model, cache=cache, opener=_no_network) == target
     assert hashed == [target]
 
 
 def test_wrong_or_replaced_cached_file_is_caught(tmp_path):
     cache = tmp_path / "cache"
     model = _model_served_from(tmp_path, PAYLOAD)
-    target = fetch_checkpoint(model, cache=cache, progress=False)
+    target = fetch_checkpoint(model, cache=cache)
 
     target.write_bytes(PAYLOAD[:1000])  # truncated in place: new mtime, stale sidecar
     os.utime(target, ns=(1, 1_000_000_000))
     with pytest.raises(CheckpointError) as caught:
-        fetch_checkpoint(model, cache=cache, progress=False, opener=_no_network)
+        fetch_checkpoint(model, cache=cache, opener=_no_network)
     message = str(caught.value)
     assert str(target) in message and model.sha256_prefix in message
     assert hashlib.sha256(PAYLOAD[:1000]).hexdigest()[:8] in message
@@ -271,7 +271,7 @@ def test_failure_mid_stream_leaves_nothing_in_the_cache(tmp_path, error):
     model = _model_served_from(tmp_path, PAYLOAD)
     responses: list = []
     with pytest.raises(DownloadError) as caught:
-        fetch_checkpoint(model, cache=cache, progress=False, opener=_opener_failing_midway(error, responses))
+        fetch_checkpoint(model, cache=cache, opener=_opener_failing_midway(error, responses))
     message = str(caught.value)
     assert model.url in message and "--checkpoint" in message
     assert "\n" not in message
@@ -283,7 +283,7 @@ def test_keyboard_interrupt_mid_stream_propagates_and_leaves_nothing(tmp_path):
     cache = tmp_path / "cache"
     model = _model_served_from(tmp_path, PAYLOAD)
     with pytest.raises(KeyboardInterrupt):
-        fetch_checkpoint(model, cache=cache, progress=True, opener=_opener_failing_midway(KeyboardInterrupt()))
+        fetch_checkpoint(model, cache=cache, progress=DownloadBar(), opener=_opener_failing_midway(KeyboardInterrupt()))
     assert _cache_files(cache) == []
 
 
@@ -298,7 +298,7 @@ def test_connection_closed_early_is_caught_by_content_length(tmp_path):
         return ShortResponse(PAYLOAD[:5000])  # the server hung up after 5000 bytes
 
     with pytest.raises(DownloadError, match=f"5000 of {len(PAYLOAD)} bytes"):
-        fetch_checkpoint(model, cache=cache, progress=False, opener=opener)
+        fetch_checkpoint(model, cache=cache, opener=opener)
     assert _cache_files(cache) == []
 
 
@@ -319,7 +319,7 @@ def test_offline_gives_a_download_error_naming_url_and_checkpoint_flag(tmp_path,
         raise error
 
     with pytest.raises(DownloadError) as caught:
-        fetch_checkpoint(model, cache=cache, progress=False, opener=opener)
+        fetch_checkpoint(model, cache=cache, opener=opener)
     message = str(caught.value)
     assert model.url in message
     assert "--checkpoint" in message
@@ -331,7 +331,7 @@ def test_missing_file_url_goes_through_the_real_urlopen_path(tmp_path):
     model = _model_served_from(tmp_path, PAYLOAD)
     (tmp_path / "server" / model.filename).unlink()
     with pytest.raises(DownloadError, match="--checkpoint"):
-        fetch_checkpoint(model, cache=tmp_path / "cache", progress=False)
+        fetch_checkpoint(model, cache=tmp_path / "cache")
     assert _cache_files(tmp_path / "cache") == []
 
 
@@ -375,12 +375,12 @@ def test_resolve_defaults_to_w32_coco_from_the_zoo(tmp_path):
         raise urllib.error.URLError("offline")
 
     with pytest.raises(DownloadError):
-        resolve_checkpoint(None, None, progress=False, cache=tmp_path, opener=offline)
+        resolve_checkpoint(None, None, cache=tmp_path, opener=offline)
     assert requested == [zoo_model("hrnet_w32_coco").url]
 
     requested.clear()
     with pytest.raises(DownloadError):
-        resolve_checkpoint("hrnet_w48_mhp", None, progress=False, cache=tmp_path, opener=offline)
+        resolve_checkpoint("hrnet_w48_mhp", None, cache=tmp_path, opener=offline)
     assert requested == [zoo_model("hrnet_w48_mhp").url]
 
 

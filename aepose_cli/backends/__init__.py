@@ -1,6 +1,6 @@
 """The network behind one call: `[N, 3, H, W] -> [N, 2K, H/4, W/4]` float32, nothing else.
 
-Preprocessing, flip/scale aggregation and grouping stay in `engine.py` / `grouping.py`; a backend
+Preprocessing, flip/scale aggregation and grouping stay in `inference.py` / `grouping.py`; a backend
 only runs the HRNet + AE head. Three exist:
 
 * `torch`       PyTorch eager: the exact path (golden fixtures were recorded with it).
@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from ..config import BACKEND_CHOICES, BACKENDS
 from ..errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from ..model import AENet
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-BACKEND_CHOICES = ("auto",) + BACKENDS
 # The Python package each backend needs, and the pip extra that installs it.
 _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 

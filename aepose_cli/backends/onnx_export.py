@@ -9,12 +9,10 @@ cache that cannot be written only costs a re-export next time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import io
 import os
 import secrets
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BackendError, CheckpointError
+from ..errors import BackendError
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
@@ -89,33 +87,41 @@ def export_onnx(
 
 @contextlib.contextmanager
 def _exporter_log_silenced() -> Iterator[None]:
-    """Keep torch.onnx's C++ log off the terminal, and its log switch as it was.
+    """Keep torch.onnx's C++ log off during an export, and its log switch as it was, without
+    touching the process's file descriptors.
 
-    torch 2.x's TorchScript exporter turns its ONNX log on for every export (it tests the
-    function `_jit_is_onnx_log_enabled` instead of calling it) and never turns it off; on a
-    failure it then writes the whole TorchScript graph (~0.8 MB) to C++'s std::cout. Descriptors
-    1 and 2 point at a temporary file for the duration of the export (exports happen while a
-    model loads, before any output is written) and the log switch is restored afterwards.
+    torch 2.x's TorchScript exporter turns its ONNX log on for every export: its
+    `setup_onnx_logging` tests the function `torch._C._jit_is_onnx_log_enabled` instead of
+    calling it, and a function is always true. On a failure it then writes the whole TorchScript
+    graph (~0.8 MB) to C++'s std::cout. The exporter reads that name from `torch._C` when the
+    export starts, so for the export's duration the name is a stand-in that answers as the
+    function does when called but is false when tested: the exporter leaves the log off, and
+    nothing reaches stdout. The name and the log switch are restored afterwards. (An earlier
+    version pointed descriptors 1 and 2 at a temporary file for the 10-60 s of the export,
+    hiding every other thread's output meanwhile.)
     """
-    log_was_on = torch._C._jit_is_onnx_log_enabled()
-    saved: list[tuple[int, int]] = []
-    sink = tempfile.TemporaryFile()
+    module = torch._C
+    is_enabled = module._jit_is_onnx_log_enabled
+    log_was_on = is_enabled()
+    module._jit_is_onnx_log_enabled = _FalseWhenTested(is_enabled)
     try:
-        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
-            try:
-                if stream is not None:
-                    stream.flush()
-                saved.append((fd, os.dup(fd)))
-                os.dup2(sink.fileno(), fd)
-            except (OSError, ValueError):  # no such descriptor: nothing to silence there
-                pass
         yield
     finally:
-        for fd, copy in reversed(saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        sink.close()
+        module._jit_is_onnx_log_enabled = is_enabled
         torch._C._jit_set_onnx_log_enabled(log_was_on)
+
+
+class _FalseWhenTested:
+    """A function's stand-in: called, it is the function; tested for truth, it is false."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __bool__(self) -> bool:
+        return False
 
 
 def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw: tuple[int, int] | None = None) -> None:
@@ -135,27 +141,6 @@ def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw:
         raise BackendError(f"cannot export the network to TorchScript: {_first_line(exc)}") from None
     finally:
         model.train(was_training)
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """Full sha256 of a checkpoint file (the zoo's verified sidecar is reused when up to date)."""
-    path = Path(path)
-    sidecar = path.with_name(path.name + ".sha256")
-    try:
-        if sidecar.stat().st_mtime_ns == path.stat().st_mtime_ns:
-            recorded = sidecar.read_text(encoding="ascii").split()[0]
-            if len(recorded) == 64:
-                return recorded
-    except (OSError, IndexError, UnicodeDecodeError):
-        pass
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None) -> Path:

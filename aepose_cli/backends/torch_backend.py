@@ -5,7 +5,7 @@ import contextlib
 
 import torch
 
-from ..host_memory import before_pass, keep_freed_memory
+from ..host_memory import before_pass
 from ..model import AENet
 
 
@@ -18,8 +18,9 @@ class TorchBackend:
         self.device = device
         self.precision = precision
         self.model = model.to(device).eval()
-        # On CPU, activations reuse the same pages from batch to batch (aepose_cli.host_memory).
-        self._keeps_memory = device.type == "cpu" and keep_freed_memory()
+        # On CPU, activations reuse the same pages from batch to batch where the process's owner
+        # turned that on (aepose_cli.host_memory): a new input shape then trims the heap first.
+        self._keeps_memory = device.type == "cpu"
 
     def _exact_math(self):
         """fp32 on CUDA: TF32 off for the forward pass only, then the caller's settings back.

@@ -1,6 +1,9 @@
-"""Engines that run the pipeline's stages somewhere other than this process.
+"""Where a run executes, one face for any engine (`jobs.base.Runner`, implemented here without
+importing `jobs/`).
 
-`pipeline.py` is the single-process engine (threads around one network). `engines.ray` runs the
-same stages on Ray Data; it is imported only by `--engine ray`, so nothing else ever imports
-Ray.
+`stages` holds the per-item stages every engine runs (prepare, forward a batch, aggregate and
+group, deliver), written once; `single` runs them in this process (threads around one network,
+`SingleRunner`); `ray` runs them on Ray Data (`RayRunner`), with `ray_session` doing everything
+a Ray run does to the process around it. `ray` is imported only by `--engine ray`, so nothing
+else ever imports Ray.
 """

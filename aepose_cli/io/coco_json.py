@@ -19,10 +19,10 @@ from ..keypoints import KeypointSet
 from ..types import FrameResult, Pose
 from .atomic import atomic_output
 from .jsonlines import JournalBusy, JournalCorrupt, LineLog, _open_locked, dumps, iter_records, open_resumable, track_fields
+from .output_paths import journal_path
 
 JSON_STYLES: tuple[str, ...] = ("dataset", "results")
 PERSON_CATEGORY_ID = 1
-JOURNAL_SUFFIX = ".partial.jsonl"
 _JOURNAL_FORMAT = 2
 _PID_WIDTH = 10  # the header's writer pid is padded, so a resumed run can overwrite it in place
 
@@ -434,7 +434,12 @@ def _header_mismatch(found: Any, wanted: dict[str, Any]) -> str | None:
     for field in ("keypoint_set", "num_joints", "style"):
         if found.get(field) != wanted[field]:
             return f"{field.replace('_', ' ')} {found.get(field)!r}, now {wanted[field]!r}"
-    old, new = found.get("provenance") or {}, wanted.get("provenance") or {}
+    return provenance_mismatch(found.get("provenance") or {}, wanted.get("provenance") or {})
+
+
+def provenance_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """What differs between two records of what produced an output (None: nothing), in a few
+    words naming the first difference: 'other checkpoint: ...', 'other settings: scales ...'."""
     for field in sorted(set(old) | set(new)):
         if old.get(field) != new.get(field):
             name = _PROVENANCE_NAMES.get(field, field)
@@ -509,12 +514,6 @@ def trim_journal(output: str | os.PathLike[str], keep: Callable[[int], int]) -> 
         return kept
     finally:
         os.close(fd)
-
-
-def journal_path(output: str | os.PathLike[str]) -> Path:
-    """The journal of a streamed COCO JSON output: `OUTPUT.partial.jsonl`."""
-    output = Path(output)
-    return output.with_name(output.name + JOURNAL_SUFFIX)
 
 
 def is_complete(output: str | os.PathLike[str]) -> bool:

@@ -16,9 +16,12 @@ the part file is deleted.
 """
 from __future__ import annotations
 
+import functools
+import io
 import os
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -26,12 +29,14 @@ from typing import Any
 
 import av
 import av.error
+import av.logging
 import cv2
 import numpy as np
 
 from ..errors import AeposeError, ConfigError, OutputError
 from .audio import AUDIO_LEAD_S, AudioCopy, open_audio_copy
 from .decode import FALLBACK_RATE, FALLBACK_TIME_BASE, VideoInfo, VideoSource, one_line
+from .output_paths import partial_name
 
 # H.264 encoders to try, best first; the last one is not H.264 but every FFmpeg build has it.
 VIDEO_ENCODER_PREFERENCE: tuple[str, ...] = ("libx264", "h264", "libopenh264", "mpeg4")
@@ -55,9 +60,48 @@ def _pick_encoder(candidates: Sequence[str]) -> tuple[str, str | None]:
     raise AeposeError(f"no usable video encoder among {', '.join(candidates)}")
 
 
-def partial_name(path: Path) -> Path:
-    """Where a failed run keeps its frames: `clip.pose.mp4` -> `clip.pose.partial.mp4`."""
-    return path.with_name(f"{path.stem}.partial{path.suffix or '.mp4'}")
+_X264_PROBE_LOCK = threading.Lock()
+
+
+@functools.cache
+def x264_capabilities_without_avx512() -> str | None:
+    """The CPU capabilities libx264 detects on this machine, less AVX-512, as an `asm=` value;
+    None where x264 uses no AVX-512 (then nothing is changed) or would not say.
+
+    Why: x264's AVX-512 kernels make its output depend on memory it has not initialised (the
+    same frames give other bytes under `MALLOC_PERTURB_`, or with malloc tuned otherwise, as a
+    Ray worker's is), so two runs of one video on one AVX-512 machine could differ. Its other
+    kernels do not. x264 names its capabilities in its start-up log line ("using cpu
+    capabilities: MMX2 SSE2Fast ... AVX2 AVX512"); each name stands for a cumulative set of
+    flags, so passing the names back without AVX512 keeps everything else it would use.
+    Reading that line means raising PyAV's log level for the length of one encoder's opening,
+    on this thread only, and putting it back.
+    """
+    try:
+        av.codec.Codec("libx264", "w")
+    except (av.error.FFmpegError, ValueError):
+        return None
+    with _X264_PROBE_LOCK:
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.INFO)
+        try:
+            with av.logging.Capture(local=True) as logs:
+                with av.open(io.BytesIO(), "w", format="mp4") as container:
+                    stream = container.add_stream("libx264", rate=30)
+                    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+                    stream.codec_context.open()
+        except (av.error.FFmpegError, ValueError, OSError):
+            return None
+        finally:
+            av.logging.set_level(level)
+    for _level, _name, message in logs:
+        if message.startswith("using cpu capabilities:"):
+            names = message.split(":", 1)[1].split()
+            if "AVX512" not in names:
+                return None
+            kept = [name for name in names if name != "AVX512"]
+            return ",".join(kept) if kept else None
+    return None
 
 
 def _reason(error: BaseException) -> str:
@@ -181,6 +225,8 @@ class VideoSink:
                 f"{self._coded_width}x{self._coded_height} for yuv420p"
             )
         options = {"crf": str(crf), "preset": preset} if name == "libx264" else {}
+        if name == "libx264" and (capabilities := x264_capabilities_without_avx512()):
+            options["x264-params"] = f"asm={capabilities}"  # deterministic output (see there)
         stream = self._container.add_stream(name, rate=self.rate or FALLBACK_RATE, options=options)
         stream.width, stream.height = self._coded_width, self._coded_height
         stream.pix_fmt = "yuv420p"

@@ -13,6 +13,8 @@ from ..errors import ConfigError
 from .sources import OUTPUT_STEM_SUFFIX
 
 OutputFlag = str | os.PathLike[str] | bool | None
+# The sibling a streamed COCO JSON output is journaled in while it is written.
+JOURNAL_SUFFIX = ".partial.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +63,18 @@ def resolve_output(
     if os.path.abspath(output) == os.path.abspath(input_path):
         raise ConfigError(f"{output}: output would overwrite the input")
     return output
+
+
+def journal_path(output: str | os.PathLike[str]) -> Path:
+    """The journal of a streamed COCO JSON output: `OUTPUT.partial.jsonl` (`io.coco_json`)."""
+    output = Path(output)
+    return output.with_name(output.name + JOURNAL_SUFFIX)
+
+
+def partial_name(path: Path) -> Path:
+    """Where a failed video run keeps its frames: `clip.pose.mp4` -> `clip.pose.partial.mp4`
+    (`io.encode`)."""
+    return path.with_name(f"{path.stem}.partial{path.suffix or '.mp4'}")
 
 
 def names_folder(value: str | os.PathLike[str]) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError
+from .output_paths import journal_path, partial_name
 
 
 def real(path: str | os.PathLike[str]) -> str:
@@ -68,6 +69,7 @@ class OutputPlan:
     inputs: list[tuple[str, str]] = field(default_factory=list)  # (resolved path, as given)
     folders: list[InputFolder] = field(default_factory=list)
     outputs: list[tuple[Path, str, str]] = field(default_factory=list)  # (path, resolved, what)
+    folders_to_create: list[Path] = field(default_factory=list)
 
     def add_input(self, path: str | os.PathLike[str]) -> None:
         self.inputs.append((real(path), os.fspath(path)))
@@ -79,6 +81,28 @@ class OutputPlan:
         """Record an output; `what` names it for the message (e.g. '--json', 'annotated image of a.jpg')."""
         if path is not None:
             self.outputs.append((Path(path), real(path), what))
+
+    def add_json(self, path: str | os.PathLike[str] | None, what: str) -> None:
+        """A COCO JSON output and the journal its writer keeps beside it while it runs."""
+        if path is not None:
+            self.add_output(path, what)
+            self.add_output(journal_path(path), f"journal of {what}")
+
+    def add_video(self, path: str | os.PathLike[str] | None, what: str, partial_what: str | None = None) -> None:
+        """An MP4 output and the partial video a stopped run keeps beside it."""
+        if path is not None:
+            self.add_output(path, what)
+            self.add_output(partial_name(Path(path)), partial_what or f"partial video of {what}")
+
+    def add_folder(self, path: str | os.PathLike[str]) -> None:
+        """A folder the outputs go into, created by `create_folders` once `check` has passed
+        (never before: a refused plan leaves nothing behind)."""
+        self.folders_to_create.append(Path(path))
+
+    def create_folders(self) -> None:
+        """Create the planned folders (after `check`)."""
+        for folder in self.folders_to_create:
+            folder.mkdir(parents=True, exist_ok=True)
 
     def check(self, *, probe: bool = True) -> None:
         """Refuse the run: ConfigError (exit 2) when an output clashes with an input or another

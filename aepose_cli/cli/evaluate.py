@@ -1,0 +1,112 @@
+"""`aepose evaluate`: COCO keypoint AP/AR of a model on annotated images (`jobs.dataset` on a
+runner), or of a results file; the metrics table, and the report if asked for."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import EngineConfig, InferenceConfig, ModelChoice
+from ..errors import AnnotationError, ConfigError, InputError
+from .console import Bars, DownloadBar, err_console, metrics_table, out_console, report_failures, stage_table
+from .runtime import build_runner, require_engine
+
+
+def run_evaluate(
+    ann_path: Path, *, images_dir: Path | None, pred_path: Path | None, results_out: str | None,
+    metrics_json: Path | None, max_images: int | None, allow_missing: bool, skip_existing: bool,
+    model: ModelChoice, config: InferenceConfig, report_dir: Path | None = None, engine: EngineConfig | None = None,
+) -> int:
+    from ..evaluation.cocoeval import evaluate_keypoints_detailed
+    from ..evaluation.cocofiles import annotation_num_joints, load_annotations, load_results, predictions_of, subset_annotations
+    from ..jobs.dataset import evaluation_plan
+    from ..keypoints import keypoint_set, keypoint_set_for
+
+    if (images_dir is None) == (pred_path is None):
+        raise ConfigError("give exactly one of --images DIR (run inference) or --pred RESULTS.json")
+    if pred_path is not None and engine is not None and engine.engine != "single":
+        raise ConfigError("--engine ray runs inference: it goes with --images, not --pred")
+    require_engine(engine)
+    if report_dir is not None:
+        # Before any inference: a missing matplotlib or a report folder that holds an input
+        # fails now, not after minutes of work.
+        from ..evaluation.report import check_report_dir
+
+        check_report_dir(report_dir, [ann_path, pred_path, results_out, metrics_json])
+    ann = load_annotations(ann_path)
+    ann_k = annotation_num_joints(ann, ann_path)
+    image_entries = list(ann.get("images", []))
+    if not image_entries:
+        raise AnnotationError(f"{ann_path}: no images to evaluate ('images' is empty)")
+    if max_images is not None:
+        image_entries = image_entries[:max_images]
+    subset = None
+    if max_images is not None:
+        subset = subset_annotations(ann, {im["id"] for im in image_entries})
+    results_planned = None if pred_path is not None else _results_path(results_out, ann_path)
+    evaluation_plan(ann_path, pred_path, images_dir, image_entries, results_planned, metrics_json)
+    results_name = None
+    if pred_path is not None:
+        kps = keypoint_set(model.keypoints) if model.keypoints else keypoint_set_for(ann_k)
+        if kps.num_joints != ann_k:
+            raise ConfigError(f"--keypoints {kps.name} has {kps.num_joints} joints but {ann_path} has {ann_k}")
+        results_path, results_name = load_results(pred_path)  # every entry checked
+        if subset is not None:
+            # --max-images N scores the first N images: results for the others are left out.
+            results_path = predictions_of(results_path, results_name, ann, subset)
+        timing = None
+    else:
+        results_path, kps, timing, evaluated = _evaluate_inference(
+            ann_path, ann_k, image_entries, images_dir, results_planned, model, config, allow_missing, skip_existing, engine
+        )
+        if len(evaluated) < len(image_entries):
+            # Images skipped by --allow-missing are left out of the score, not counted as misses.
+            subset = subset_annotations(ann, evaluated)
+    evaluation = evaluate_keypoints_detailed(
+        subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area,
+        annotations_name=str(ann_path), results_name=results_name,
+    )
+    metrics = evaluation.metrics
+    out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
+    if timing is not None:
+        out_console.print(timing)
+    if metrics_json is not None:
+        from ..io.atomic import atomic_write_text
+
+        atomic_write_text(metrics_json, json.dumps(metrics, indent=2) + "\n")
+        err_console.print(f"wrote {metrics_json}")
+    if report_dir is not None:
+        from ..evaluation.report import write_report
+
+        write_report(
+            report_dir, evaluation, subset if subset is not None else ann_path, results_path, kps,
+            title=f"aepose evaluate: {Path(pred_path or results_path).name} vs {Path(ann_path).name}",
+        )
+        err_console.print(f"wrote {report_dir / 'index.html'}")
+    return 0
+
+
+def _results_path(results_out, ann_path: Path) -> Path:
+    from ..io.output_paths import resolve_output
+
+    return resolve_output(results_out, ann_path, ".json")
+
+
+def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing, engine=None):
+    from ..jobs.dataset import dataset_images, missing_names, run_dataset
+    from ..jobs.provenance import provenance
+
+    present, missing = dataset_images(ann_path, image_entries, images_dir, allow_missing=allow_missing)
+    if missing:
+        err_console.print(f"[yellow]warning:[/] skipping {len(missing)} image(s) missing from {images_dir}: {missing_names(missing)}")
+    runner = build_runner(model, config, engine)
+    kps = runner.keypoints
+    if kps.num_joints != ann_k:
+        raise ConfigError(f"the model predicts {kps.num_joints} keypoints but {ann_path} has {ann_k}")
+    produced_by = provenance(images_dir, [im["file_name"] for im, _ in present], model, config, progress=DownloadBar())
+    outcome = run_dataset(present, results_out, runner, provenance=produced_by, skip_existing=skip_existing, progress=Bars("img"))
+    times = outcome.times
+    err_console.print(f"wrote {outcome.results_path} ({outcome.ran} image(s) on {runner.description})")
+    report_failures(times.failures)
+    if times.failures and not allow_missing:
+        raise InputError(f"{len(times.failures)} image(s) could not be processed; results are incomplete")
+    return outcome.results_path, kps, stage_table(times, "image"), outcome.evaluated

@@ -1,0 +1,74 @@
+"""`aepose export`: the network alone (no grouping) as ONNX or TorchScript, for deployment.
+
+The file maps a normalised image batch `image` `[N, 3, H, W]` (H, W multiples of 32) to `maps`
+`[N, 2K, H/4, W/4]`: channels 0..K-1 are heatmaps, K..2K-1 the associative-embedding tags
+(README "Export" documents the normalisation, the flip index and the rest of the pipeline).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..types import Progress
+
+FORMATS = ("onnx", "torchscript")
+# The network's total stride: every branch must divide H and W (aepose itself pads to 64).
+STRIDE = 32
+
+
+def parse_static(value: str | None) -> tuple[int, int] | None:
+    """`"512,704"` -> (512, 704): height, width, both multiples of 32."""
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"--static expects H,W such as 512,512, got {value!r}") from None
+    if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
+        raise ConfigError(f"--static {h},{w}: height and width must be positive multiples of {STRIDE}")
+    return h, w
+
+
+def run_export(
+    *,
+    model_name: str | None,
+    checkpoint: Path | None,
+    fmt: str,
+    out: Path,
+    opset: int | None = None,
+    static_hw: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out`.
+    `progress`: where a model download shows."""
+    from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript
+    from ..estimator import load_model
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+    if fmt != "onnx" and opset is not None:
+        raise ConfigError("--opset applies to --format onnx only")
+    out = Path(out)
+    if out.is_dir() or str(out).endswith(("/", os.sep)):
+        raise ConfigError(f"--out {out}: give a file name, not a folder")
+    if checkpoint is not None and out.exists() and Path(checkpoint).exists() and out.resolve() == Path(checkpoint).resolve():
+        raise ConfigError(f"--out {out} is the input checkpoint; choose another file")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+    net, keypoints, _ = load_model(model_name, checkpoint, progress=progress)
+    temp = out.with_name(f".{out.name}.part-{secrets.token_hex(4)}")
+    try:
+        if fmt == "onnx":
+            export_onnx(net, temp, opset=opset if opset is not None else DEFAULT_OPSET, static_hw=static_hw)
+        else:
+            export_torchscript(net, temp, static_hw=static_hw)
+        with open(temp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,58 @@
+"""`aepose image` and `aepose folder`: plan, runner, the images job, and its report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
+from ..jobs.images import ImagesOutcome, plan_folder, plan_images, run_images
+from .console import Bars, DownloadBar, err_console, report_failures
+from .runtime import build_runner, require_engine
+
+
+def run_image(
+    images: list[Path], out: str | bool | None, json_out: str | bool | None, json_style: str,
+    model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig,
+) -> int:
+    """One or more image files; `out`/`json_out` False turns that output off. Returns the exit
+    status (1: some images failed)."""
+    plan = plan_images(images, out, json_out)
+    runner = build_runner(model, config)
+    outcome = run_images(plan, runner, draw_cfg, json_style, progress=Bars("img"), on_note=err_console.print)
+    return _report(outcome, runner.description)
+
+
+def run_folder(
+    folder: Path, *, recursive: bool, extensions: tuple[str, ...], shard: str | None, skip_existing: bool,
+    out: str | bool | None, json_out: str | bool | None, json_style: str,
+    model: ModelChoice, config: InferenceConfig, draw_cfg: DrawConfig, engine: EngineConfig | None = None,
+) -> int:
+    """Every image of a folder (streamed, resumable, shardable), in this process or on Ray."""
+    from ..io.coco_json import is_complete
+    from ..jobs.images import finished_seed
+    from ..jobs.provenance import provenance
+
+    require_engine(engine)
+    plan = plan_folder(folder, recursive=recursive, extensions=extensions, shard=shard, out=out, json_out=json_out)
+    produced_by = provenance(folder, plan.keys, model, config, progress=DownloadBar()) if plan.json_path is not None else None
+    seed = None
+    if plan.json_path is not None and is_complete(plan.json_path) and skip_existing:
+        seed = finished_seed(plan, produced_by)
+        if seed is None:
+            err_console.print(f"{plan.json_path}: already complete for these {len(plan.entries)} images; nothing to do")
+            return 0
+    runner = build_runner(model, config, engine)
+    outcome = run_images(
+        plan, runner, draw_cfg, json_style, resume=skip_existing, provenance=produced_by, seed=seed,
+        progress=Bars("img"), on_note=err_console.print,
+    )
+    return _report(outcome, runner.description)
+
+
+def _report(outcome: ImagesOutcome, where: str) -> int:
+    times = outcome.times
+    if outcome.json_path is not None:
+        err_console.print(f"wrote {outcome.json_path}")
+    ok = times.items - len(times.failures)
+    err_console.print(f"{ok} image(s) done, {len(times.failures)} failed, {times.wall:.1f} s on {where}")
+    report_failures(times.failures)
+    return 1 if times.failures else 0
