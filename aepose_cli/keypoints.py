@@ -1,4 +1,4 @@
-"""Keypoint metadata of the three datasets the published models were trained on.
+"""Keypoint metadata of the four datasets the published models were trained on.
 
 Everything that depends on which joints a model predicts lives here and travels with the model:
 names, the flip permutation used by the flip test, OKS sigmas, the skeleton drawn on images, the
@@ -33,6 +33,11 @@ class KeypointSet:
     grouping_order: tuple[int, ...]
     # xtcocotools' use_area: COCO uses the annotated area, AIC/MHP 0.53 * bbox area (xtcocotools' `COCOeval(use_area=...)`).
     use_area: bool
+    # How the dataset is scored: xtcocotools' `keypoints` mode, or its `keypoints_crowd` mode
+    # (CrowdPose: AP/AR over all people, then AP by the images' crowd index).
+    evaluation: str = "keypoints"
+    # How people call the dataset (messages, tables): "COCO", "CrowdPose".
+    label: str = ""
 
     @property
     def num_joints(self) -> int:
@@ -67,6 +72,7 @@ _COCO_LINKS = _links(
     "8-10 o, 1-2 b, 0-1 b, 0-2 b, 1-3 b, 2-4 b, 3-5 b, 4-6 b"
 )
 COCO = KeypointSet(
+    label="COCO",
     name="coco",
     names=(
         "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
@@ -91,6 +97,7 @@ _AIC_LINKS = _links(
     "12-13 b, 0-6 b, 3-9 b"
 )
 AIC = KeypointSet(
+    label="AIC",
     name="aic",
     names=(
         "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
@@ -114,6 +121,7 @@ _MHP_LINKS = _links(
     "11-10 o, 8-13 g, 13-14 g, 14-15 g"
 )
 MHP = KeypointSet(
+    label="MHP",
     name="mhp",
     names=(
         "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
@@ -141,6 +149,7 @@ _CROWDPOSE_LINKS = _links(
 # is xtcocotools' `keypoints_crowd` mode with use_area=False (AP, AP .5, AP .75, AR, AR .5,
 # AR .75, and AP easy / medium / hard by the images' crowd index).
 CROWDPOSE = KeypointSet(
+    label="CrowdPose",
     name="crowdpose",
     names=(
         "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
@@ -157,19 +166,15 @@ CROWDPOSE = KeypointSet(
     link_colours=_CROWDPOSE_LINKS[1],
     grouping_order=tuple(range(14)),  # HeatmapParser reorders only K = 17
     use_area=False,
+    evaluation="keypoints_crowd",
 )
 
-# The sets the commands offer (`--keypoints`). CrowdPose is defined above but joins them only
-# with its crowd-index evaluation and the HigherHRNet inference path (issue 23): until then
-# `aepose evaluate` would score it in plain keypoints mode.
-KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "aic": AIC, "mhp": MHP}
-# 14 joints -> AIC: CrowdPose also has 14, so a 14-joint checkpoint that does not say which it is
-# will need `--keypoints`; the HRNet-AE zoo has only AIC's.
-_BY_NUM_JOINTS = {ks.num_joints: ks for ks in KEYPOINT_SETS.values()}
+# The sets the commands offer (`--keypoints`), by name.
+KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "aic": AIC, "mhp": MHP, "crowdpose": CROWDPOSE}
 
 
 def keypoint_set(name: str) -> KeypointSet:
-    """The keypoint set called `name` ('coco', 'aic', 'mhp')."""
+    """The keypoint set called `name` ('coco', 'aic', 'mhp', 'crowdpose')."""
     try:
         return KEYPOINT_SETS[name.lower()]
     except KeyError:
@@ -177,11 +182,22 @@ def keypoint_set(name: str) -> KeypointSet:
         raise ConfigError(f"unknown keypoint set {name!r} (known: {known})") from None
 
 
-def keypoint_set_for(num_joints: int) -> KeypointSet:
-    """The keypoint set a model with `num_joints` heatmaps predicts (17 COCO, 14 AIC, 16 MHP)."""
-    try:
-        return _BY_NUM_JOINTS[num_joints]
-    except KeyError:
-        raise ConfigError(
-            f"no keypoint set has {num_joints} joints (COCO 17, AIC 14, MHP 16)"
-        ) from None
+def keypoint_sets_with(num_joints: int) -> list[KeypointSet]:
+    """Every keypoint set of `num_joints` joints (14: AIC and CrowdPose)."""
+    return [ks for ks in KEYPOINT_SETS.values() if ks.num_joints == num_joints]
+
+
+def keypoint_set_for(num_joints: int, source: str = "the checkpoint") -> KeypointSet:
+    """The keypoint set a model with `num_joints` heatmaps predicts (17 COCO, 16 MHP); 14 joints
+    are AIC's or CrowdPose's, which the number alone cannot tell: ConfigError asking for
+    `--keypoints` then (`source` names what has that many)."""
+    sets = keypoint_sets_with(num_joints)
+    if len(sets) == 1:
+        return sets[0]
+    if not sets:
+        raise ConfigError(f"no keypoint set has {num_joints} joints (COCO 17, MHP 16, AIC and CrowdPose 14)")
+    names = "|".join(ks.name for ks in sets)
+    raise ConfigError(
+        f"{source} has {num_joints} keypoints, which {' and '.join(ks.label for ks in sets)} both have, "
+        f"and does not say which: pass --keypoints {names}"
+    )

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aepose_cli.keypoints import AIC, COCO, CROWDPOSE, KEYPOINT_SETS, MHP, keypoint_set_for
+from aepose_cli.errors import ConfigError
+from aepose_cli.keypoints import AIC, COCO, CROWDPOSE, KEYPOINT_SETS, MHP, keypoint_set, keypoint_set_for
 
 INFO = json.loads((Path(__file__).parent / "fixtures" / "family" / "dataset_info.json").read_text())
 
@@ -31,9 +32,16 @@ def test_keypoint_set_equals_the_reference_dataset_info(kps):
     assert list(kps.flip_index) == swapped
 
 
-def test_crowdpose_is_evaluated_without_annotated_area_and_14_joints_stay_aic():
+def test_crowdpose_is_offered_and_evaluated_in_crowd_mode_without_annotated_area():
     assert CROWDPOSE.num_joints == 14 and CROWDPOSE.use_area is False
-    # Not offered by the commands until its crowd-index evaluation exists; 14 joints keep
-    # meaning AIC, the only 14-joint set of today's zoo.
-    assert "crowdpose" not in KEYPOINT_SETS
-    assert keypoint_set_for(14) is AIC
+    assert CROWDPOSE.evaluation == "keypoints_crowd" and {AIC.evaluation, COCO.evaluation, MHP.evaluation} == {"keypoints"}
+    assert keypoint_set("crowdpose") is CROWDPOSE and KEYPOINT_SETS["crowdpose"] is CROWDPOSE
+
+
+def test_a_joint_count_names_its_set_unless_two_sets_share_it():
+    assert keypoint_set_for(17) is COCO and keypoint_set_for(16) is MHP
+    with pytest.raises(ConfigError) as info:
+        keypoint_set_for(14, "my.pth")
+    assert str(info.value) == "my.pth has 14 keypoints, which AIC and CrowdPose both have, and does not say which: pass --keypoints aic|crowdpose"
+    with pytest.raises(ConfigError, match="no keypoint set has 15 joints"):
+        keypoint_set_for(15)

@@ -137,14 +137,12 @@ def stage_table(times: StageTimes, unit: str) -> Table:
 
 
 def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint evaluation") -> Table:
-    """The ten metrics as a two-column rich table; -1 (no GT in that range) shows as n/a."""
+    """The metrics as a two-column rich table, in their order (COCO's ten, CrowdPose's nine);
+    -1 (no GT in that range) shows as n/a."""
     table = Table(title=title)
     table.add_column("Metric")
     table.add_column("Value", justify="right")
-    from ..evaluation.cocoeval import METRIC_NAMES
-
-    for name in METRIC_NAMES:
-        value = metrics[name]
+    for name, value in metrics.items():
         table.add_row(name, "n/a" if value == -1 else f"{value:.3f}")
     return table
 
