@@ -27,11 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .model.heads import OutputSpec
+
+if TYPE_CHECKING:
+    from .model import AENetSpec
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,39 @@ class AggregationSettings:
         if use_udp:
             return cls(project2image=False, align_corners=True)
         return cls(project2image=True, align_corners=family == "hourglass")
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """What aggregation needs of a network, without the network (a worker that only groups
+    holds this): which raw outputs it reads (`selected`, indices into the head's outputs, and
+    their `outputs` specs, in order), the keypoint count, and the settings of the published
+    test config for the family and UDP flag.
+
+    `projected_single_map`: one selected output of K heatmaps + K tags at 1/4 resolution,
+    projected to the base canvas (HRNet, ResNet, MobileNetV2 and Hourglass-AE without UDP):
+    `inference.aggregate_outputs`' path, which is this module's arithmetic for that case.
+    """
+
+    family: str
+    num_joints: int
+    selected: tuple[int, ...]
+    outputs: tuple[OutputSpec, ...]
+    settings: AggregationSettings
+    use_udp: bool
+
+    @classmethod
+    def of(cls, spec: AENetSpec, use_udp: bool) -> HeadPlan:
+        selected = tuple(spec.test_outputs)
+        return cls(
+            spec.family, spec.num_joints, selected, tuple(spec.outputs[i] for i in selected),
+            AggregationSettings.reference(spec.family, use_udp), use_udp,
+        )
+
+    @property
+    def projected_single_map(self) -> bool:
+        (first, *rest) = self.outputs
+        return not rest and first.heatmaps and first.tags and first.stride == 4 and self.settings.project2image
 
 
 def split_outputs(
@@ -106,10 +143,13 @@ def aggregate_stages(
 @dataclass
 class ImageMaps:
     """Aggregated maps of one image: heatmaps `[K, H, W]`, tags `[K, H, W, L]` (L = number of
-    passes kept: 2 with flip test, original first)."""
+    passes kept: 2 with flip test, original first). `tags_lowres`: the tags before their
+    projection, `[K, H/4, W/4, L]`, when the projection was an align_corners=False upsampling by
+    exactly 4 (what lets grouping bound tags per region cheaply); else None."""
 
     heatmaps: torch.Tensor
     tags: torch.Tensor
+    tags_lowres: torch.Tensor | None = None
 
 
 def aggregate_image(
@@ -134,9 +174,11 @@ def aggregate_image(
     project = base_hw if settings.project2image else None
     scale_heatmaps: list[torch.Tensor] = []
     scale_tags: list[torch.Tensor] = []
+    tags_lowres = None
     for i, s in enumerate(scales):
         heatmaps, tags = split_outputs(outputs[i], num_joints, specs, selected)
         combined = aggregate_stages(heatmaps, project, align)
+        unprojected = list(tags)
         if project is None:
             tag_maps = _resize_all(tags, tuple(tags[-1].shape[2:]), align)
         else:
@@ -145,6 +187,7 @@ def aggregate_image(
             heatmaps_f, tags_f = split_outputs(outputs_flip[i], num_joints, specs, selected)
             heatmaps_f = flip_back(heatmaps_f, flip_index)
             tags_f = flip_back(tags_f, flip_index)
+            unprojected += tags_f
             combined = (combined + aggregate_stages(heatmaps_f, project, align)) / 2.0
             if project is None:
                 tag_maps += _resize_all(tags_f, tuple(tags_f[-1].shape[2:]), align)
@@ -155,6 +198,8 @@ def aggregate_image(
             raise ValueError(f"{len(tags)} tag outputs selected; the reference aggregates exactly one")
         if s == 1 or len(scales) == 1:
             scale_tags.extend(tag_maps)
+            if project is not None and not align and all(4 * t.shape[2] == base_hw[0] and 4 * t.shape[3] == base_hw[1] for t in unprojected):
+                tags_lowres = torch.stack([t[0] for t in unprojected], dim=-1)
         scale_heatmaps.append(combined)
     first_hw = tuple(scale_heatmaps[0].shape[2:])
     heatmaps = _average(_resize_all(scale_heatmaps, first_hw, align))
@@ -168,4 +213,4 @@ def aggregate_image(
             ],
             dim=-1,
         )
-    return ImageMaps(heatmaps[0], tags[0])
+    return ImageMaps(heatmaps[0], tags[0], tags_lowres)

@@ -1,7 +1,14 @@
-"""End-to-end parity with mmpose 0.29 for every family on real photos: preprocessing (default
-and UDP), the network's raw outputs, the aggregation of multi-output heads (HigherHRNet's two
-resolutions, Hourglass-AE's stacks), top-k, matching, adjust (quarter-pixel or UDP's DARK step),
-refine and the mapping back to image pixels.
+"""Library-level parity with mmpose 0.29 for every family on real photos: preprocessing (default
+and UDP), the network's raw outputs (one image per pass, as the reference runs them), the
+aggregation of multi-output heads (HigherHRNet's two resolutions, Hourglass-AE's stacks),
+top-k, matching, adjust (quarter-pixel or UDP's DARK step), refine and the mapping back to
+image pixels, piece by piece. The same cases through the real path (`PoseEstimator`) are
+test_family_pipeline.py's.
+
+The geometry of every case runs always; the network and grouping of every case only with
+AEPOSE_TEST_FULL_FAMILY=1 (`family_cases.py`), otherwise those of `UDP_PIN_CASES`, which pin
+both of the reference's UDP variants: on a CPU its refine reads the log-maps its DARK step left
+in the heatmaps' memory (`cpu_*`), on a GPU the heatmaps (`copy_*`, aepose's default).
 
 Fixtures: tests/fixtures/family/cases.json + cases/*.npz, recorded by
 tests/fixtures/record_family.py from the reference's `forward_test` (no pose NMS), on the
@@ -14,10 +21,9 @@ today's refine without its +0.5 offset, see `_refine_udp`).
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
 import cv2
+import family_cases
 import numpy as np
 import pytest
 import torch
@@ -34,12 +40,14 @@ from paths import SHARED, needs_shared
 
 pytestmark = needs_shared
 
-FIXTURES = Path(__file__).parent / "fixtures" / "family"
-INDEX = json.loads((FIXTURES / "cases.json").read_text())
+FIXTURES = family_cases.FIXTURES
+INDEX = family_cases.INDEX
 KEYPOINTS = {"coco": COCO, "aic": AIC, "crowdpose": CROWDPOSE}
 
 
 CASE_NAMES = sorted(INDEX["cases"])
+# The network and grouping: every case with AEPOSE_TEST_FULL_FAMILY=1, else the UDP pins.
+RUN_NAMES = list(family_cases.ALL_CASES if family_cases.FULL else family_cases.UDP_PIN_CASES)
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,7 +74,7 @@ def _inputs(name: str):
     return geometry, [to_normalised_tensor(warp_image(rgb, si)) for si in geometry.inputs]
 
 
-@pytest.fixture(scope="module", params=CASE_NAMES)
+@pytest.fixture(scope="module", params=RUN_NAMES)
 def run(request):
     """Everything aepose computes for one case up to the aggregated maps, once per case (a
     module-scoped parametrised fixture: pytest runs each case's tests together)."""
@@ -138,14 +146,8 @@ def _config(case: dict) -> InferenceConfig:
 
 
 def _refine_udp(joints: np.ndarray, heatmaps: torch.Tensor, tags: torch.Tensor) -> np.ndarray:
-    """The reference's refine with use_udp: today's refine, whose filled joints carry a +0.5
-    offset UDP does not add (coordinates are multiples of 0.25, so removing it is exact)."""
-    missing = joints[:, :, 2] == 0
-    out = grouping.refine(joints.copy(), heatmaps, tags)
-    filled = missing & (out[:, :, 2] > 0)
-    out[filled, 0] -= 0.5
-    out[filled, 1] -= 0.5
-    return out
+    """The reference's refine with use_udp: no +0.5 offset."""
+    return grouping.refine(joints.copy(), heatmaps, tags, offset=0.0)
 
 
 @pytest.mark.slow
@@ -173,6 +175,7 @@ def test_people(run):
     for prefix in prefixes:
         np.testing.assert_allclose(adjusted, rec[prefix + "adjusted"], rtol=0, atol=1e-5)
         np.testing.assert_allclose(grouping.person_scores(adjusted), rec[prefix + "scores"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(grouping.adjust_udp(matched.copy(), maps.heatmaps), adjusted, rtol=0, atol=0)
     heatmap_size_wh = (maps.heatmaps.shape[2], maps.heatmaps.shape[1])
     # On a CPU the reference refines on the maps its DARK step left behind; on a GPU on the maps.
     for prefix, refine_maps in (("cpu_", torch.from_numpy(log_maps)), ("copy_", maps.heatmaps)):

@@ -147,12 +147,31 @@ def test_single_output_forward_keeps_the_hrnet_interface_and_multi_output_refuse
             higher(x)
 
 
-def test_default_build_refuses_families_the_inference_path_does_not_run_yet():
+def test_every_family_builds_by_default_and_a_caller_may_narrow_them():
     path = FIXTURES / "checkpoints" / "hourglass_coco.pth"
+    model, _ = build_from_checkpoint(path)
+    assert model.family == "hourglass"
     with pytest.raises(CheckpointError) as info:
-        build_from_checkpoint(path)
+        build_from_checkpoint(path, families=frozenset({"hrnet", "higherhrnet"}))
     message = str(info.value)
-    assert message == f"{path}: a Hourglass-AE checkpoint; this version of aepose runs HRNet checkpoints only"
+    assert message == f"{path}: a Hourglass-AE checkpoint; this version of aepose runs HigherHRNet, HRNet checkpoints only"
+
+
+def test_zoo_entries_are_the_reference_configs():
+    """Every zoo entry against the config mmpose 0.29 publishes it with (layouts.json.gz): file
+    name, family and K read from the official tensors, parameter count, input size, UDP flag and
+    dataset; and the input multiple of its network."""
+    from aepose_cli.zoo import zoo_models
+
+    by_file = {layout["checkpoint"].rsplit("/", 1)[-1]: layout for layout in LAYOUTS.values()}
+    for model in zoo_models().values():
+        layout = by_file[model.filename]
+        spec = spec_from_state(_meta_state(next(n for n, v in LAYOUTS.items() if v is layout)), model.name)
+        assert (spec.family, spec.num_joints) == (model.family, model.keypoints.num_joints), model.name
+        assert model.num_parameters == layout["num_parameters"], model.name
+        assert model.input_size == layout["image_size"] and model.use_udp == layout["test_cfg"].get("use_udp", False), model.name
+        assert model.keypoints.name == layout["dataset"], model.name
+        assert spec.input_multiple == (64 if model.family == "hourglass" else 32)
 
 
 def test_foreign_checkpoint_names_the_known_families(tmp_path):

@@ -1,7 +1,9 @@
-"""The network behind one call: `[N, 3, H, W] -> [N, 2K, H/4, W/4]` float32, nothing else.
+"""The network behind one call: `[N, 3, H, W]` -> the head's raw outputs, float32, nothing else.
 
-Preprocessing, flip/scale aggregation and grouping stay in `inference.py` / `grouping.py`; a backend
-only runs the HRNet + AE head. Three exist:
+The outputs are a list, as the reference's head returns them (`AENet.raw_outputs`; HRNet-AE one
+`[N, 2K, H/4, W/4]`, HigherHRNet two resolutions, Hourglass-AE four stacks; `AENetSpec.outputs`
+says what each holds). Preprocessing, flip/scale aggregation and grouping stay in `inference.py`
+/ `grouping.py`; a backend only runs the backbone and the AE head. Three exist:
 
 * `torch`       PyTorch eager: the exact path (golden fixtures were recorded with it).
 * `onnxruntime` ONNX Runtime (CPU EP; CUDA EP opt-in where its package is installed).
@@ -33,11 +35,11 @@ _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "o
 
 
 class NetworkBackend(Protocol):
-    """What the engine calls: one forward pass, float32 `[N, 2K, H/4, W/4]` on `device`."""
+    """What the engine calls: one forward pass, the head's raw outputs (float32, on `device`)."""
 
     name: str
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 def is_installed(name: str) -> bool:
@@ -97,18 +99,19 @@ def create_backend(
     if not is_installed(name):
         raise missing_package_error(name)
     threads = threads if threads is not None else torch.get_num_threads()
-    from .onnx_export import cached_onnx
+    from .onnx_export import cached_onnx, output_names
 
+    names = output_names(model.spec)
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         with cached_onnx(model, checkpoint_sha256) as onnx_path:
-            return OnnxRuntimeBackend(onnx_path, device=device, threads=threads, num_outputs=2 * model.num_joints)
+            return OnnxRuntimeBackend(onnx_path, device=device, threads=threads, output_names=names)
     if name == "openvino":
         from .openvino_backend import OpenVinoBackend
 
         with cached_onnx(model, checkpoint_sha256) as onnx_path:
-            return OpenVinoBackend(onnx_path, threads=threads, num_outputs=2 * model.num_joints)
+            return OpenVinoBackend(onnx_path, threads=threads, output_names=names)
     raise ConfigError(f"unknown backend {name!r}")
 
 

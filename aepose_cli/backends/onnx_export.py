@@ -2,9 +2,14 @@
 
 Backends that run ONNX get their graph from `cached_onnx`: exported on the fly from the loaded
 model, kept under `<cache>/onnx/` (next to `<cache>/checkpoints/`, `$AEPOSE_HOME` or
-`~/.cache/aepose`) under a name that holds the checkpoint's sha256, the torch version (the
-exporter) and the opset, written atomically (temp file in the same folder, then rename). A
-cache that cannot be written only costs a re-export next time.
+`~/.cache/aepose`) under a name that holds the checkpoint's sha256, the network's family and
+outputs, the torch version (the exporter) and the opset, written atomically (temp file in the
+same folder, then rename). A cache that cannot be written only costs a re-export next time.
+
+The graph's outputs are the head's raw outputs, as the reference's head returns them
+(`AENet.raw_outputs`), named by `output_names`: `maps` for a one-output head (HRNet, ResNet,
+MobileNetV2: K heatmaps then K tags at 1/4), `maps_stride4` and `heatmaps_stride2` for
+HigherHRNet, `maps_stage0` .. `maps_stage3` for Hourglass-AE's four stacks.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "maps"
 # Bump when the export settings below change, so that old cached graphs are not reused.
-_EXPORT_REVISION = "1"
+# 2: every raw output of the head, named by `output_names`.
+_EXPORT_REVISION = "2"
 # The traced input: any size works (the graph has no shape-dependent Python), small is quick.
 _TRACE_HW = (256, 256)
 
@@ -38,6 +44,31 @@ def _first_line(exc: BaseException) -> str:
     return line.split(". Please feel free")[0][:200]
 
 
+def output_names(spec) -> list[str]:
+    """The exported graph's output names for an `AENetSpec`, one per raw head output: what it
+    holds (`maps`: K heatmaps then K tags; `heatmaps`; `tags`), then, for several outputs, their
+    stride (HigherHRNet's resolutions) or their stage (Hourglass-AE's stacks, 0 first)."""
+    outputs = spec.outputs
+    kinds = [OUTPUT_NAME if o.heatmaps and o.tags else ("heatmaps" if o.heatmaps else "tags") for o in outputs]
+    if len(outputs) == 1:
+        return [kinds[0]]
+    if len({o.stride for o in outputs}) == len(outputs):
+        return [f"{kind}_stride{o.stride}" for kind, o in zip(kinds, outputs)]
+    return [f"{kind}_stage{i}" for i, kind in enumerate(kinds)]
+
+
+class _HeadOutputs(torch.nn.Module):
+    """What an exported file computes: the network's raw outputs (a tuple; one tensor alone)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        outputs = self.net.raw_outputs(x)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
 def export_onnx(
     model: torch.nn.Module,
     target: str | Path | io.BytesIO,
@@ -45,7 +76,8 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     static_hw: tuple[int, int] | None = None,
 ) -> None:
-    """Write `model` as ONNX: input `image` `[N, 3, H, W]`, output `maps` `[N, 2K, H/4, W/4]`.
+    """Write the `AENet` `model` as ONNX: input `image` `[N, 3, H, W]`, the head's raw outputs
+    named by `output_names` (a one-output head: `maps` `[N, 2K, H/4, W/4]`).
 
     Batch, height and width are dynamic unless `static_hw` fixes the input to `[1, 3, H, W]`.
     Raises BackendError with the exporter's first line when torch.onnx cannot export it.
@@ -53,12 +85,12 @@ def export_onnx(
     h, w = static_hw if static_hw is not None else _TRACE_HW
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
+    names = output_names(model.spec)
     dynamic_axes = None
     if static_hw is None:
-        dynamic_axes = {
-            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-            OUTPUT_NAME: {0: "batch", 2: "height_div4", 3: "width_div4"},
-        }
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        for name, out in zip(names, model.spec.outputs):
+            dynamic_axes[name] = {0: "batch", 2: f"height_div{out.stride}", 3: f"width_div{out.stride}"}
     was_training = model.training
     model.eval()
     # `dynamo=False` picks the TorchScript exporter where torch has both (2.5+); older torch has
@@ -68,14 +100,14 @@ def export_onnx(
         with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model,
+                _HeadOutputs(model),
                 (dummy,),
                 target,
                 export_params=True,
                 opset_version=opset,
                 do_constant_folding=True,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=names,
                 dynamic_axes=dynamic_axes,
                 **exporter_choice,
             )
@@ -125,7 +157,8 @@ class _FalseWhenTested:
 
 
 def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw: tuple[int, int] | None = None) -> None:
-    """Trace `model` to TorchScript (any input size: the network has no shape-dependent Python)."""
+    """Trace the `AENet` `model` to TorchScript (any input size: the network has no
+    shape-dependent Python); it returns the head's raw outputs (a tuple; one tensor alone)."""
     h, w = static_hw if static_hw is not None else _TRACE_HW
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
@@ -134,7 +167,7 @@ def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, (dummy,), check_trace=False)
+            traced = torch.jit.trace(_HeadOutputs(model), (dummy,), check_trace=False)
             traced = torch.jit.freeze(traced) if static_hw is not None else traced
             traced.save(str(target))
     except Exception as exc:
@@ -143,13 +176,20 @@ def export_torchscript(model: torch.nn.Module, target: str | Path, *, static_hw:
         model.train(was_training)
 
 
-def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None) -> Path:
-    """Where the dynamic-shape ONNX graph of the checkpoint with this sha256 is cached."""
+def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None, *, network: str = "") -> Path:
+    """Where the dynamic-shape ONNX graph of the checkpoint with this sha256 is cached;
+    `network`: what the graph computes beyond the weights (`graph_label`: family and outputs)."""
     from ..zoo import cache_dir
 
     root = Path(cache) if cache is not None else cache_dir()
     torch_version = torch.__version__.split("+")[0]
-    return root / "onnx" / f"{sha256[:32]}-torch{torch_version}-opset{opset}-r{_EXPORT_REVISION}.onnx"
+    label = f"-{network}" if network else ""
+    return root / "onnx" / f"{sha256[:32]}{label}-torch{torch_version}-opset{opset}-r{_EXPORT_REVISION}.onnx"
+
+
+def graph_label(model: torch.nn.Module) -> str:
+    """The family and the number of outputs of the exported graph (`higherhrnet-2out`)."""
+    return f"{model.spec.family}-{len(model.spec.outputs)}out"
 
 
 @contextlib.contextmanager
@@ -160,7 +200,7 @@ def cached_onnx(model: torch.nn.Module, sha256: str | None, *, cache: Path | Non
     or when the cache folder cannot be written, it is exported into a temporary folder.
     """
     if sha256 is not None:
-        target = onnx_cache_path(sha256, cache=cache)
+        target = onnx_cache_path(sha256, cache=cache, network=graph_label(model))
         if target.is_file():
             yield target
             return

@@ -12,7 +12,7 @@ from ..errors import BackendError, ConfigError
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, *, device: torch.device, threads: int, num_outputs: int) -> None:
+    def __init__(self, onnx_path: Path, *, device: torch.device, threads: int, output_names: list[str]) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -36,11 +36,13 @@ class OnnxRuntimeBackend:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"ONNX Runtime cannot load the exported network ({first[:200]})") from None
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        found = [o.name for o in self.session.get_outputs()]
+        if found != list(output_names):
+            raise BackendError(f"the exported network's outputs are {found}, expected {list(output_names)}")
+        self.output_names = list(output_names)
         self.device = device
-        self.num_outputs = num_outputs
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-        (out,) = self.session.run([self.output_name], {self.input_name: array})
-        return torch.from_numpy(out).to(self.device)
+        outs = self.session.run(self.output_names, {self.input_name: array})
+        return [torch.from_numpy(out).to(self.device) for out in outs]

@@ -12,7 +12,7 @@ from ..errors import BackendError
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, onnx_path: Path, *, threads: int, num_outputs: int) -> None:
+    def __init__(self, onnx_path: Path, *, threads: int, output_names: list[str]) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -29,10 +29,16 @@ class OpenVinoBackend:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"OpenVINO cannot compile the exported network ({first[:200]})") from None
         self.request = self.compiled.create_infer_request()
-        self.num_outputs = num_outputs
+        found = [output.get_any_name() for output in self.compiled.outputs]
+        if found != list(output_names):
+            raise BackendError(f"the exported network's outputs are {found}, expected {list(output_names)}")
+        self.output_names = list(output_names)
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         self.request.infer({0: array})
-        # The output tensor's memory belongs to the request; copy before the next call reuses it.
-        return torch.from_numpy(np.array(self.request.get_output_tensor(0).data, copy=True))
+        # The output tensors' memory belongs to the request; copy before the next call reuses it.
+        return [
+            torch.from_numpy(np.array(self.request.get_output_tensor(i).data, copy=True))
+            for i in range(len(self.output_names))
+        ]

@@ -1,8 +1,10 @@
 """`aepose export`: the network alone (no grouping) as ONNX or TorchScript, for deployment.
 
-The file maps a normalised image batch `image` `[N, 3, H, W]` (H, W multiples of 32) to `maps`
-`[N, 2K, H/4, W/4]`: channels 0..K-1 are heatmaps, K..2K-1 the associative-embedding tags
-(README "Export" documents the normalisation, the flip index and the rest of the pipeline).
+The file maps a normalised image batch `image` `[N, 3, H, W]` (H, W multiples of 32; 64 for
+Hourglass-AE) to the head's raw outputs as the reference's head returns them (HRNet, ResNet,
+MobileNetV2: `maps` `[N, 2K, H/4, W/4]`, channels 0..K-1 heatmaps, K..2K-1 the tags; HigherHRNet
+and Hourglass-AE: several, `backends.onnx_export.output_names`). docs/export.md documents each
+family's layout, the normalisation, the flip index and the rest of the pipeline.
 """
 from __future__ import annotations
 
@@ -40,11 +42,14 @@ def run_export(
     opset: int | None = None,
     static_hw: tuple[int, int] | None = None,
     progress: Progress | None = None,
-) -> Path:
-    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out`.
-    `progress`: where a model download shows."""
-    from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript
-    from ..estimator import load_model
+) -> tuple[Path, list[str]]:
+    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out` and
+    one description per output (`name [N, C, H/s, W/s]`). `progress`: where a model download
+    shows. Only the tensors matter here: the input size, UDP flag and keypoint set a model
+    runs with are not part of the network."""
+    from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript, output_names
+    from ..model import build_from_checkpoint
+    from ..zoo import resolve_checkpoint
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
@@ -57,7 +62,11 @@ def run_export(
         raise ConfigError(f"--out {out} is the input checkpoint; choose another file")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
-    net, keypoints, _ = load_model(model_name, checkpoint, progress=progress)
+    path, _ = resolve_checkpoint(model_name, checkpoint, progress=progress)
+    net, _ = build_from_checkpoint(path)
+    multiple = net.spec.input_multiple
+    if static_hw is not None and (static_hw[0] % multiple or static_hw[1] % multiple):
+        raise ConfigError(f"--static {static_hw[0]},{static_hw[1]}: this network needs multiples of {multiple}")
     temp = out.with_name(f".{out.name}.part-{secrets.token_hex(4)}")
     try:
         if fmt == "onnx":
@@ -71,4 +80,7 @@ def run_export(
         raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     finally:
         temp.unlink(missing_ok=True)
-    return out
+    described = [
+        f"'{name}' [N, {o.channels}, H/{o.stride}, W/{o.stride}]" for name, o in zip(output_names(net.spec), net.spec.outputs)
+    ]
+    return out, described

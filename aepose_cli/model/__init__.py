@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import FAMILIES
 from ..errors import CheckpointError
 from .heads import (
     AEHigherResolutionHead,
@@ -49,18 +50,9 @@ __all__ = [
 BackboneSpec = HRNetSpec | ResNetSpec | MobileNetV2Spec | HourglassSpec
 HeadSpec = SimpleHeadSpec | HigherResolutionHeadSpec | MultiStageHeadSpec
 
-# Family name -> what users call it (messages, docs).
-FAMILIES = {
-    "hrnet": "HRNet",
-    "higherhrnet": "HigherHRNet",
-    "resnet": "ResNet",
-    "mobilenetv2": "MobileNetV2",
-    "hourglass": "Hourglass-AE",
-}
-# The families today's inference path (one `[N, 2K, H/4, W/4]` output aggregated as HRNet-AE's)
-# runs: `build_from_checkpoint` refuses the others by default until the multi-output
-# aggregation is wired in, so no checkpoint runs with a head it would misread.
-RUNNABLE_FAMILIES = frozenset({"hrnet"})
+# The families the inference path runs (`inference.py`: every raw output aggregated as the
+# reference's `forward_test` does): all of them. `build_from_checkpoint(families=...)` narrows it.
+RUNNABLE_FAMILIES = frozenset(FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -103,6 +95,14 @@ class AENetSpec:
         if isinstance(self.head, HigherResolutionHeadSpec):
             return self.head.outputs(stride, self.num_joints)
         return self.head.outputs(stride)  # type: ignore[union-attr]
+
+    @property
+    def input_multiple(self) -> int:
+        """What the input's height and width must be multiples of: the network's total stride
+        (32; Hourglass-AE: 4 times 2 per hourglass level, 64 as published)."""
+        if isinstance(self.backbone, HourglassSpec):
+            return 4 * 2 ** (len(self.backbone.stage_channels) - 1)
+        return 32
 
     @property
     def test_outputs(self) -> tuple[int, ...]:
@@ -301,8 +301,8 @@ def build_from_checkpoint(
     """Load an AE checkpoint in the mmpose layout, architecture read from its shapes
     (`data`: the file's bytes, as `load_checkpoint_state` takes them).
 
-    `families`: the families the caller can run (default: those today's inference path runs;
-    None: any). A checkpoint of another family gets a one-line CheckpointError naming it.
+    `families`: the families the caller can run (default: every one; None: any). A checkpoint
+    of another family gets a one-line CheckpointError naming it.
     """
     state, meta = load_checkpoint_state(path, data)
     spec = spec_from_state(state, str(path))
