@@ -227,10 +227,11 @@ def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in proc.stderr, describe(proc)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    """A user error: non-zero exit, no traceback, exactly one `aepose: error:` line on stderr
-    (and nothing else there), naming every fragment. Returns that line."""
-    assert proc.returncode != 0, describe(proc)
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int | None = None) -> str:
+    """A user error: non-zero exit (`code` exactly, if given), no traceback, exactly one
+    `aepose: error:` line on stderr (and nothing else there), naming every fragment. Returns
+    that line."""
+    assert proc.returncode != 0 if code is None else proc.returncode == code, describe(proc)
     assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, describe(proc)

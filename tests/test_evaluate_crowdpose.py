@@ -112,7 +112,7 @@ def test_cli_14_joint_annotations_that_do_not_say_which_need_keypoints(tmp_path,
     data["categories"][0]["keypoints"] = [f"joint{i}" for i in range(14)]
     ann = tmp_path / "unnamed.json"
     ann.write_text(json.dumps(data))
-    assert_one_line_error(run_in_process("evaluate", "--ann", ann, "--pred", results), str(ann), "--keypoints aic|crowdpose")
+    assert_one_line_error(run_in_process("evaluate", "--ann", ann, "--pred", results), str(ann), "--keypoints aic|crowdpose", code=2)
     # --keypoints crowdpose: crowd mode, which needs the crowd index the file lacks.
-    assert_one_line_error(run_in_process("evaluate", "--ann", ann, "--pred", results, "--keypoints", "crowdpose"), "crowdIndex")
+    assert_one_line_error(run_in_process("evaluate", "--ann", ann, "--pred", results, "--keypoints", "crowdpose"), "crowdIndex", code=2)
     assert_ok(run_in_process("evaluate", "--ann", ann, "--pred", results, "--keypoints", "aic"))
