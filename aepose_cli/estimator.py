@@ -117,8 +117,11 @@ class PoseEstimator:
     `scales`, `flip` and any other keyword naming a field of it (e.g. `pose_nms=None`,
     `refine=False`, `precision="fp16"`, `backend="onnxruntime"`, `threads=2`) override that
     field, of `config` when one is given; `input_size` (512, 640) and `use_udp` left None are
-    the model's (`model_settings`), and `self.config` holds them resolved. `progress` is where
-    a model download shows its progress (`types.Progress`); by default nothing is drawn.
+    the model's (`model_settings`), and `self.config` holds them resolved;
+    `self.requested_config` is the config as asked, with them still None where the model
+    decided: what a run's record (`jobs.provenance`) keeps, since the checkpoint's sha256 then
+    decides them, and a run that has not loaded the model yet knows only that. `progress` is
+    where a model download shows its progress (`types.Progress`); by default nothing is drawn.
 
     Nothing process-wide is changed: on the CPU, `aepose_cli.keep_freed_memory()` (called once
     by the program that owns the process, as the command line does) makes the torch network's
@@ -148,6 +151,7 @@ class PoseEstimator:
         resolved = resolve_model(
             model, checkpoint, keypoints, progress=progress, input_size=config.input_size, use_udp=config.use_udp,
         )
+        self.requested_config = config
         config = resolved.configured(config)
         self.config = config
         self.keypoints, self.zoo_model, self.settings = resolved.keypoints, resolved.zoo_entry, resolved.settings
@@ -163,7 +167,7 @@ class PoseEstimator:
         bytes from elsewhere); `keypoints` must be the network's, `config` resolved for it
         (`ResolvedModel.configured`)."""
         estimator = cls.__new__(cls)
-        estimator.config = config
+        estimator.config = estimator.requested_config = config
         estimator.keypoints = keypoints
         estimator.zoo_model = zoo_model
         estimator.settings = None

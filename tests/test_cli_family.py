@@ -108,6 +108,19 @@ def test_video_with_higherhrnet_udp_and_tracking(tmp_path):
     assert (tmp_path / "demo.mp4").stat().st_size > 0
 
 
+def test_video_skip_existing_knows_a_finished_run_before_the_model_loads(tmp_path):
+    """A finished video's JSON records the settings as asked (input size and UDP left to the
+    checkpoint, whose sha256 it records): `--skip-existing` compares them before the model has
+    decided them, so the plain run's output is recognised as this run's."""
+    clip = DATA / "mmpose-testdata" / "video" / "demo.mp4"
+    run = ["video", clip, "--checkpoint", HIGHER, *FAST, "--end", "0.2", "--no-video", "--json", tmp_path / "demo.json"]
+    assert_ok(run_in_process(*run))
+    made = (tmp_path / "demo.json").stat().st_mtime_ns
+    proc = run_in_process(*run, "--skip-existing")
+    assert_ok(proc)
+    assert "skipped" in proc.stderr and (tmp_path / "demo.json").stat().st_mtime_ns == made
+
+
 # -- other runtimes --------------------------------------------------------------------------------
 def _maps(backend: str):
     estimator = PoseEstimator(checkpoint=HIGHER, device="cpu", backend=backend, threads=1, pose_nms=None)
