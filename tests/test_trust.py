@@ -35,6 +35,7 @@ from cli_helpers import (
     cli_env,
     describe,
     freeze_when,
+    interrupt_when,
     load_json,
     mounted_tmpfs,
     run_cli,
@@ -353,15 +354,9 @@ def test_sigterm_during_a_video_keeps_the_partial_and_exits_143(tmp_path):
         parts = [p for p in tmp_path.iterdir() if ".part-" in p.name]
         return bool(parts) and parts[0].stat().st_size > 4096
 
-    try:
-        freeze_when(proc, frames_written, "frames were written")
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGCONT)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    done = interrupt_when(proc, frames_written, "frames were written", stop=signal.SIGTERM)
+    err = done.stderr
+    assert done.returncode == 143, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("aepose:")]
     assert len(lines) == 1 and lines[0].startswith("aepose: interrupted (SIGTERM): stopped"), err
@@ -378,15 +373,9 @@ def test_sighup_during_a_folder_run_keeps_the_journal_and_exits_129(tmp_path):
         shutil.copy(image, folder)
     journal = tmp_path / "out.json.partial.jsonl"
     proc = start_cli("folder", "F", "--json", "out.json", "--no-images", "--batch-size", "1", *FAST, cwd=tmp_path)
-    try:
-        freeze_when(proc, lambda: journal.is_file() and journal.read_bytes().count(b"\n") >= 3, "two images were done")
-        proc.send_signal(signal.SIGHUP)
-        proc.send_signal(signal.SIGCONT)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 129, err
+    done = interrupt_when(proc, lambda: journal.is_file() and journal.read_bytes().count(b"\n") >= 3, "two images were done", stop=signal.SIGHUP)
+    err = done.stderr
+    assert done.returncode == 129, err
     lines = [line for line in err.splitlines() if line.startswith("aepose:")]
     assert len(lines) == 1 and lines[0].startswith("aepose: interrupted (SIGHUP): stopped"), err
     assert journal.name in lines[0] and journal.is_file()
