@@ -38,6 +38,7 @@ from cli_helpers import (
     interrupt_when,
     load_json,
     mounted_tmpfs,
+    remux_video,
     run_cli,
     run_in_process,
     start_cli,
@@ -213,16 +214,7 @@ def _playlist(folder: Path, segment: Path) -> Path:
 
 
 def _transport_stream(target: Path) -> Path:
-    import av
-
-    with av.open(str(CLIP)) as source, av.open(str(target), "w", format="mpegts") as sink:
-        stream = source.streams.video[0]
-        out = sink.add_stream_from_template(stream)
-        for packet in source.demux(stream):
-            if packet.dts is not None:
-                packet.stream = out
-                sink.mux(packet)
-    return target
+    return remux_video(CLIP, target, format="mpegts")
 
 
 def test_a_playlist_naming_a_file_elsewhere_is_refused_unread(tmp_path):
