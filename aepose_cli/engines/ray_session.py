@@ -62,6 +62,7 @@ def ray_session(engine: EngineConfig, *, filter_core_logs: bool = False) -> Iter
             yield
         finally:
             if started:
+                _wait_for_data_threads()
                 ray.shutdown()
         return
     loggers = {name: logging.getLogger(name) for name in _RAY_LOGGERS}
@@ -83,10 +84,37 @@ def ray_session(engine: EngineConfig, *, filter_core_logs: bool = False) -> Iter
                 yield
         finally:
             if started:
+                _wait_for_data_threads()
                 with contextlib.suppress(Exception):
                     ray.shutdown()
             for name, logger in loggers.items():
                 logger.setLevel(levels[name])
+
+
+# The driver threads of a Ray Data iteration that call into Ray (the streaming executor's
+# scheduling loop, the block fetchers of `iter_batches`, the metadata prefetcher), by the names
+# Ray gives them. Each stops soon after its iterator is closed.
+_DATA_THREAD_NAMES = ("StreamingExecutor", "iter_threaded", "ray-data-metadata-prefetch")
+DATA_THREADS_TIMEOUT_S = 60.0
+
+
+def _wait_for_data_threads(timeout_s: float = DATA_THREADS_TIMEOUT_S) -> None:
+    """Let Ray Data's driver threads end before `ray.shutdown()`.
+
+    A thread that calls into Ray after the shutdown makes Ray's core end the whole process
+    (`_exit(1)`, its only word a log line of the core), so an interrupted run would exit 1
+    without a message and without its clean-up. An iterator that an exception leaves is closed
+    as the exception unwinds the engine's frame, which tells these threads to stop, but Ray Data
+    waits only 2 s for its executor's thread, and a fetcher inside a call to Ray finishes it
+    first: on a loaded machine they were still running when `ray.shutdown()` came, about once
+    in four SIGTERM'd runs. Bounded: after `timeout_s` Ray is shut down all the same."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or not thread.name.startswith(_DATA_THREAD_NAMES):
+            continue
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _init(engine: EngineConfig, quiet: bool = True) -> None:
@@ -251,7 +279,8 @@ def without_ray_core_logs() -> Iterator[None]:
         thread.join(timeout=5)
         with contextlib.suppress(Exception):
             replacement.close()
-        os.close(real)
+        if not thread.is_alive():  # else a process Ray started still holds the pipe: the thread
+            os.close(real)  # keeps its descriptor (closed, the number could be reused and written to)
 
 
 def _first_line(exc: BaseException) -> str:
