@@ -382,6 +382,37 @@ def test_the_driver_gets_each_batch_as_soon_as_it_is_done(cluster, tmp_path):
     assert seen == [(0, False), (1, True)]
 
 
+def _actors_of(class_part: str) -> set[str]:
+    """The ids of the actors, alive or dead, whose class name holds `class_part`, from the
+    cluster's own table (GCS: no dashboard needed)."""
+    import ray
+
+    return {actor_id for actor_id, actor in ray._private.state.actors().items() if class_part in actor["ActorClassName"]}
+
+
+@needs_ray
+def test_ray_never_gets_more_actors_than_batches_or_videos(cluster, tmp_path):
+    """`--workers 6` for two images (one per batch) or two videos starts two actors holding the
+    model, not six: the model is loaded once per actor, and an actor that gets nothing to do is
+    memory and start-up time spent for nothing (as many as `--workers 100000` would ask for)."""
+    photos = tmp_path / "two"
+    photos.mkdir()
+    for source in PHOTOS[:2]:
+        shutil.copy(source, photos / source.name)
+    before = _actors_of("NetworkWorker")
+    proc = run_cli("folder", photos, *SETTINGS, "--batch-size", "1", "--no-images", *_ray(cluster, "--workers", "6"), cwd=tmp_path)
+    assert_ok(proc)
+    assert len(_actors_of("NetworkWorker") - before) == 2
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for clip in (DATA / "mmpose-testdata" / "video" / "demo.mp4", DATA / "opencv-vtest" / "vtest.avi"):
+        shutil.copy(clip, clips / clip.name)
+    before = _actors_of("TaskWorker")
+    proc = run_cli("video", "clips", "--end", "0.1", "--no-video", *SETTINGS, *_ray(cluster, "--workers", "6"), cwd=tmp_path)
+    assert_ok(proc)
+    assert len(_actors_of("TaskWorker") - before) == 2
+
+
 @needs_ray
 def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, photos, tmp_path):
     """Ray has started (joined) when this is found: none of its own lines may reach stderr."""
