@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
 from ..io.output_plan import entered
-from ..jobs.images import ImagesOutcome, plan_folder, plan_images, run_images
+from ..jobs.images import ImagesOutcome, drawing_record, plan_folder, plan_images, run_images
 from .console import Bars, DownloadBar, err_console, report_failures
 from .runtime import build_runner, require_engine
 
@@ -37,6 +37,8 @@ def run_folder(
     plan = plan_folder(folder, recursive=recursive, extensions=extensions, shard=shard, out=out, json_out=json_out)
     with entered(plan.scope):  # the outputs locked before anything is decided or loaded
         produced_by = provenance(folder, plan.keys, model, config, progress=DownloadBar()) if plan.json_path is not None else None
+        if produced_by is not None:
+            produced_by["drawing"] = drawing_record(plan, draw_cfg)
         seed = None
         if plan.json_path is not None and is_complete(plan.json_path) and skip_existing:
             seed = finished_seed(plan, produced_by)

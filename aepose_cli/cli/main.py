@@ -189,8 +189,8 @@ def json_options(func):
 def draw_options(func):
     options = [
         click.option("--kpt-thr", default=_DRAW.kpt_thr, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
-        click.option("--radius", default=_DRAW.radius, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
-        click.option("--thickness", default=_DRAW.thickness, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
+        click.option("--radius", default=_DRAW.radius, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels [default: the line width + 1, which scales with the picture; 4 with --thickness 1 is the mmpose demo's look]."),
+        click.option("--thickness", default=_DRAW.thickness, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels [default: scaled with the picture, max(round(0.003 * (W + H) / 2), 2)]."),
     ]
     for option in reversed(options):
         func = option(func)

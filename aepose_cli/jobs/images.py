@@ -177,6 +177,16 @@ def _relative_to(path: Path, folder: Path) -> str:
         return Path(os.path.abspath(path)).as_posix()
 
 
+def drawing_record(plan: ImagesPlan, draw_cfg: DrawConfig) -> dict[str, Any]:
+    """What a folder run's JSON records of its drawing (`info.aepose.drawing`): the threshold
+    (it decides the JSON's visibility flags), and the widths as given ("auto" or a number) when
+    the run draws images, so that a resumed run does not mix two looks in one folder."""
+    record = draw_cfg.recorded()
+    if not any(target is not None for target in plan.targets.values()):
+        record = {"kpt_thr": record["kpt_thr"]}
+    return record
+
+
 def finished_seed(plan: ImagesPlan, produced_by: dict) -> dict[str, Any] | None:
     """A complete JSON met by `--skip-existing`: None when it covers every image of the plan
     (nothing to do), else the file's content to seed the journal with (its images are kept, the

@@ -99,7 +99,7 @@ def job_provenance(base: dict, job: VideoJob, options: VideoOptions, draw_cfg: D
         "video": {
             "start": options.start, "end": options.end, "stride": options.stride,
             "track": bool(options.track or options.smooth), "smooth": options.smooth,
-            "kpt_thr": draw_cfg.kpt_thr, "radius": draw_cfg.radius, "thickness": draw_cfg.thickness,
+            **draw_cfg.recorded(),
             "batch_size": batch_size,
         },
     }
