@@ -79,12 +79,17 @@ def flat_keypoints(pose: Pose) -> list[float]:
 def dataset_annotation(
     annotation_id: int, image_id: int, pose: Pose, kpt_thr: float
 ) -> dict[str, Any]:
-    """COCO `annotations` entry for annotation tools and `COCO()`.
+    """COCO `annotations` entry for annotation tools and `COCO()`: every field of COCO's own
+    person_keypoints files (`id`, `image_id`, `category_id`, `segmentation`, `area`, `bbox`,
+    `iscrowd`, `keypoints`, `num_keypoints`), so that importers such as Datumaro's
+    `coco_person_keypoints` (CVAT) take it without a warning, plus `score` and
+    `keypoint_scores`.
 
     `keypoints` carries COCO visibility flags: 2 where the score is at least `kpt_thr`, 0 below
     (coordinates are kept either way); the raw scores travel in `keypoint_scores`.
     `num_keypoints` counts the joints at or above `kpt_thr`. `bbox` and `area` span all K
-    keypoints, as in the reference's result file and pycocotools' `loadRes`.
+    keypoints, as in the reference's result file and pycocotools' `loadRes`; `segmentation` is
+    empty (a pose has no outline) and `iscrowd` 0.
     """
     kpts = np.asarray(pose.keypoints)
     scores = kpts[:, 2]
@@ -105,6 +110,7 @@ def dataset_annotation(
         "score": float(pose.score),
         "bbox": bbox,
         "area": bbox[2] * bbox[3],
+        "segmentation": [],
         "iscrowd": 0,
     }
     record.update(track_fields(pose))
