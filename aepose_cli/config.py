@@ -120,6 +120,52 @@ class DrawConfig:
         }
 
 
+# How `image` and `folder` number the images of their COCO JSON (`--image-ids`).
+IMAGE_ID_CHOICES = ("sequential", "stem", "from:ANN.json")
+# The largest image id written: COCO's ids are 64-bit integers in its own tools.
+MAX_IMAGE_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ImageIds:
+    """How the images of a COCO JSON are numbered (`--image-ids`).
+
+    `sequential` (the default): 1, 2, ... in the order of the inputs (a folder's sorted listing,
+    so shards keep their place in the whole). `stem`: the number the file is named by
+    (`000000129648.jpg` -> 129648), as COCO's own splits are; `annotations`: the ids that an
+    annotation file gives the same `file_name` (`from:ANN.json`). With either of the last two
+    a results-style JSON can be scored against the split's annotations as it is.
+    """
+
+    kind: str = "sequential"
+    annotations: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sequential", "stem", "from"):
+            raise ConfigError(f"--image-ids must be one of {', '.join(IMAGE_ID_CHOICES)}, got {self.kind!r}")
+        if (self.kind == "from") != (self.annotations is not None):
+            raise ConfigError("--image-ids from:ANN.json needs the annotation file, and only 'from' takes one")
+
+    @classmethod
+    def parse(cls, text: str) -> ImageIds:
+        """`sequential`, `stem` or `from:PATH` (ConfigError otherwise)."""
+        value = text.strip()
+        if value.startswith("from:"):
+            path = value[len("from:"):]
+            if not path:
+                raise ConfigError("--image-ids from: needs an annotation file, e.g. from:annotations/person_keypoints_val2017.json")
+            return cls("from", Path(path))
+        if value not in ("sequential", "stem"):
+            raise ConfigError(f"--image-ids must be one of {', '.join(IMAGE_ID_CHOICES)}, got {text!r}")
+        return cls(value)
+
+    def recorded(self) -> str:
+        """What a provenance record keeps: the kind, with the annotation file's real path."""
+        if self.annotations is None:
+            return self.kind
+        return f"from:{os.path.realpath(self.annotations)}"
+
+
 ENGINES = ("single", "ray")
 # Most network workers (Ray actors) one run starts: each is a process holding the model.
 MAX_WORKERS = 256
@@ -181,7 +227,8 @@ class VideoOptions:
     """What a video run writes and which frames it reads (`aepose video`'s own options).
 
     `out` / `json_out` follow the output-flag rule of `io.output_paths.resolve_output` (None:
-    the default file, False: off, a folder, a file); `jsonl_out` None is off, '-' is stdout.
+    the default file, False: off, a folder, a file); `jsonl_out` None is off, '-' is stdout;
+    `csv_out` None is off, a folder holds SOURCE.pose.csv.
     `smooth` implies `track`. `skip_existing`: skip videos whose outputs a run with the same
     settings finished, restart half-done ones (or resume them exactly where that is possible,
     see `jobs.video.resumable`).
@@ -190,6 +237,8 @@ class VideoOptions:
     out: str | os.PathLike[str] | bool | None = None
     json_out: str | os.PathLike[str] | bool | None = None
     jsonl_out: str | None = None
+    # `--csv`: the keypoint table (None: none; a folder: SOURCE.pose.csv in it, per video).
+    csv_out: str | os.PathLike[str] | None = None
     start: float | None = None
     end: float | None = None
     stride: int = 1
