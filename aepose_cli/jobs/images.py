@@ -1,12 +1,13 @@
-"""Image files through a runner into annotated images and one COCO JSON (`aepose image`,
-`aepose folder`).
+"""Image files through a runner into annotated images, one COCO JSON and the `--csv` table
+(`aepose image`, `aepose folder`).
 
 * `plan_images` / `plan_folder`: the inputs and every output path, checked together by the
-  output plan before any model loads (`ImagesPlan`);
-* `finished_seed`: `--skip-existing` meeting a finished JSON (THE provenance check of
-  `jobs.provenance`): nothing to do, or the file's images to keep;
-* `run_images`: the images on a `Runner` (`jobs.base`) into drawings and the JSON; returns an
-  `ImagesOutcome`. Nothing here prints or exits.
+  output plan before any model loads, and the images' ids (`number_images`, `--image-ids`)
+  (`ImagesPlan`);
+* `finished_json` / `finished_csv_state`: `--skip-existing` meeting a finished JSON (THE
+  provenance check of `jobs.provenance`) or CSV: nothing to do, or the file's images to keep;
+* `run_images`: the images on a `Runner` (`jobs.base`) into drawings, the JSON and the CSV;
+  returns an `ImagesOutcome`. Nothing here prints or exits.
 """
 from __future__ import annotations
 
@@ -305,14 +306,6 @@ def drawing_record(plan: ImagesPlan, draw_cfg: DrawConfig) -> dict[str, Any]:
     if not any(target is not None for target in plan.targets.values()):
         record = {"kpt_thr": record["kpt_thr"]}
     return record
-
-
-def finished_seed(plan: ImagesPlan, produced_by: dict) -> dict[str, Any] | None:
-    """A complete JSON met by `--skip-existing`: None when it covers every image of the plan
-    (nothing to do), else the file's content to seed the journal with (its images are kept, the
-    failed or new ones are done). Refused when another run made it (`check_finished_json`)."""
-    data, covers_all = finished_json(plan, produced_by)
-    return None if covers_all else data
 
 
 def finished_json(plan: ImagesPlan, produced_by: dict) -> tuple[dict[str, Any], bool]:
