@@ -94,8 +94,9 @@ class MissingDependencyError(AeposeError):
 
 
 class EngineError(AeposeError):
-    """`--engine ray` cannot run: Ray does not start, the cluster cannot be reached or lacks the
-    GPUs asked for, or it failed mid-run (the results done so far are kept for --skip-existing)."""
+    """`--engine ray` cannot run: Ray is not installed or does not start, the cluster cannot be
+    reached or lacks the GPUs asked for, or it failed mid-run (the results done so far are kept
+    for --skip-existing)."""
 
     exit_code = 7
 

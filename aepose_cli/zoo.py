@@ -42,6 +42,10 @@ DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation (connect, each read), not for 
 _CHUNK_BYTES = 1 << 20
 _SIDECAR_SUFFIX = ".sha256"
 _PART_MARKER = ".part-"
+# A mirror of the official files (a cluster's own server, a local copy for an offline site):
+# downloads come from `$AEPOSE_DOWNLOAD_BASE_URL` + the official file name, checked against the
+# same sha256 prefix.
+DOWNLOAD_BASE_URL_ENV = "AEPOSE_DOWNLOAD_BASE_URL"
 
 Opener = Callable[..., Any]  # urllib.request.urlopen-like: opener(url, timeout=...) -> response
 
@@ -148,6 +152,15 @@ def cache_dir() -> Path:
     if home:
         return Path(home).expanduser()
     return Path.home() / ".cache" / "aepose"
+
+
+def download_url(model: ZooModel) -> str:
+    """Where `model` is downloaded from: `$AEPOSE_DOWNLOAD_BASE_URL` (read on every call) followed
+    by the official file name, or the official URL when it is unset or empty."""
+    base = os.environ.get(DOWNLOAD_BASE_URL_ENV)
+    if not base:
+        return model.url
+    return base.rstrip("/") + "/" + model.filename
 
 
 def checkpoint_path(model: ZooModel, cache: Path | None = None) -> Path:
@@ -336,22 +349,23 @@ def _write_chunk(sink: BinaryIO, chunk: bytes, target: Path) -> None:
 
 
 def _download(model: ZooModel, target: Path, progress: Progress | None, opener: Opener) -> None:
-    """Stream `model.url` to `target` via a same-directory temp file; nothing is left on failure."""
+    """Stream `model`'s download URL to `target` via a same-directory temp file; nothing is left on failure."""
     scope = _cache_scope(target)
     try:
         scope.make_folders(target.parent)
     except OSError as exc:
         raise DownloadError(f"{target.parent}: cannot create cache directory ({exc.strerror or exc})") from None
+    url = download_url(model)
     try:
         temp, sink = scope.open_temporary(target, "{name}" + _PART_MARKER + "{token}")
     except OSError as exc:
         raise DownloadError(f"{target.parent}: cannot write download ({exc.strerror or exc})") from None
     try:
         with sink:
-            hexdigest = _stream_to_file(model.url, opener, sink, target, progress)
+            hexdigest = _stream_to_file(url, opener, sink, target, progress)
             if not hexdigest.startswith(model.sha256_prefix):
                 raise DownloadError(
-                    f"{model.url}: sha256 starts with {hexdigest[:8]}, expected "
+                    f"{url}: sha256 starts with {hexdigest[:8]}, expected "
                     f"{model.sha256_prefix}; the download is corrupt or was altered (not kept)"
                 )
             sink.flush()

@@ -20,6 +20,7 @@ the plumbing is the same, the network input is 16x smaller.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from paths import DATA, GOLDEN, SHARED, TINY_CHECKPOINT  # noqa: F401
+from paths import DATA, GOLDEN, REPO, SHARED, TINY_CHECKPOINT  # noqa: F401
 
 COCO_IMAGES = DATA / "mmpose-testdata" / "coco"
 ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
@@ -202,19 +203,70 @@ def start_cli(*args: Any, cwd: Path) -> subprocess.Popen:
     )
 
 
-def freeze_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
-    """Stop the child (SIGSTOP) as soon as `ready()` holds, so a signal sent next lands on a run
-    known to be unfinished; fail if it ends first. The caller sends its signal, then SIGCONT."""
+def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
+    """Return as soon as `ready()` holds while the child runs; fail if it ends first. The
+    timeout is a hang guard only: a test waits for the state, never for a time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}")
+            said = proc.stderr.read() if proc.stderr is not None else ""
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}\n{said}")
         if ready():
-            proc.send_signal(signal.SIGSTOP)
             return
         time.sleep(0.01)
     proc.kill()
     pytest.fail(f"no {what} within {timeout_s} s")
+
+
+def freeze_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 240) -> None:
+    """Stop the child (SIGSTOP) as soon as `ready()` holds, so a signal sent next lands on a run
+    known to be unfinished; fail if it ends first. The caller sends its signal, then SIGCONT."""
+    wait_until(proc, ready, what, timeout_s)
+    proc.send_signal(signal.SIGSTOP)
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """Wait for a started child to end (killed if it outlives the hang guard); what it said."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, stop: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Ctrl-C (or `stop`) a started child as soon as `ready()` holds, on a run frozen first so
+    that it is known to be unfinished (`freeze_when`); returns what the child said."""
+    try:
+        freeze_when(proc, ready, what)
+        proc.send_signal(stop)
+        proc.send_signal(signal.SIGCONT)  # a pending SIGINT is delivered as the run resumes
+    finally:
+        done = finish(proc, timeout_s=120)
+    return done
+
+
+def run_main_after(prelude: str, *args: Any, epilogue: str = "", env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`aepose ARGS` called in a fresh interpreter after running `prelude` (to simulate an
+    environment: a package that cannot be imported, a failing exporter), then `epilogue`."""
+    argv = [str(a) for a in args]
+    code = f"{prelude}\nfrom aepose_cli.cli.main import main\ntry:\n    main({argv!r})\nfinally:\n    {epilogue or 'pass'}"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**cli_env(), **(env_extra or {})}, timeout=300,
+    )
+
+
+def run_console_script(*args: Any, cwd: Path, env_extra: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`aepose ARGS` through the installed console script (the entry point a user types); skips
+    the test where the package is not installed in this environment."""
+    script = Path(sys.executable).with_name("aepose")
+    if not script.is_file():
+        pytest.skip(f"no console script next to {sys.executable}: the package is not installed in this environment")
+    return subprocess.run(
+        [str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**cli_env(), **(env_extra or {})},
+    )
 
 
 def describe(proc: subprocess.CompletedProcess) -> str:
@@ -223,14 +275,32 @@ def describe(proc: subprocess.CompletedProcess) -> str:
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, describe(proc)
+    assert_exit_code(proc, 0)
     assert "Traceback" not in proc.stderr, describe(proc)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    """A user error: non-zero exit, no traceback, exactly one `aepose: error:` line on stderr
-    (and nothing else there), naming every fragment. Returns that line."""
-    assert proc.returncode != 0, describe(proc)
+def _documented_exit_codes() -> dict[int, str]:
+    """The README's exit-code table ("## Exit codes": `| code | meaning |` rows) as {code: meaning}."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    return {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\| (\d+) \| (.+?) \|$", section, re.MULTILINE)}
+
+
+# What a user is promised: every code the tests expect must be one of these.
+DOCUMENTED_EXIT_CODES = _documented_exit_codes()
+
+
+def assert_exit_code(proc: subprocess.CompletedProcess, code: int) -> None:
+    """The run ended with exactly `code`, a code the README documents."""
+    assert code in DOCUMENTED_EXIT_CODES, f"exit {code} is not in the README's table {sorted(DOCUMENTED_EXIT_CODES)}"
+    assert proc.returncode == code, f"expected exit {code} ({DOCUMENTED_EXIT_CODES[code]})\n{describe(proc)}"
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int) -> str:
+    """A user error: exit `code` exactly (one of the README's), no traceback, exactly one
+    `aepose: error:` line on stderr (and nothing else there), naming every fragment. Returns
+    that line."""
+    assert_exit_code(proc, code)
     assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, describe(proc)
@@ -239,6 +309,19 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
     return line
+
+
+def assert_error_after_work(proc: subprocess.CompletedProcess, *fragments: str, code: int) -> str:
+    """A failure met during a run: exit `code` exactly; the progress bar may have been drawn,
+    but there is exactly one `aepose:` line, it is the last, it names every fragment, and there
+    is no traceback. Returns that line."""
+    assert_exit_code(proc, code)
+    assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("aepose:")]
+    assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0]), describe(proc)
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
 
 
 def load_json(path: Path) -> Any:
@@ -270,3 +353,60 @@ def assert_same_poses(actual: list[np.ndarray], expected: list[np.ndarray], what
         np.testing.assert_array_equal(
             np.asarray(got, np.float32), np.asarray(want, np.float32)[:, :3], err_msg=f"{what}, person {i}"
         )
+
+
+# -- what a run leaves: inputs kept, no temporaries -----------------------------------------------
+# Names of the temporaries and partial files the writers make (`.NAME.tmp-*`, `*.part-*.mp4`,
+# `.partial.jsonl` journals, a video's kept `.partial.mp4`, the output plan's probe).
+LEFTOVER_MARKS = (".tmp", ".part-", ".partial", ".aepose-probe")
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every regular file under `root` by relative path (FIFOs and links by their kind)."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink() or not path.exists():
+            digests[rel] = f"link->{os.readlink(path)}"
+        elif path.is_fifo():
+            digests[rel] = "fifo"
+        elif path.is_file():
+            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def assert_inputs_kept(before: dict[str, str], root: Path) -> None:
+    """Every file of `before` is still there, byte-identical (new files allowed)."""
+    after = snapshot(root)
+    for name, digest in before.items():
+        assert after.get(name) == digest, f"input {name} was changed or removed"
+
+
+def assert_untouched(root: Path, before: dict[str, str]) -> None:
+    """Inputs byte-identical and nothing new under `root` (no output, no temporary file)."""
+    after = snapshot(root)
+    assert after == before, f"changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+def leftovers(root: Path, allowed: tuple[str, ...] = ()) -> list[str]:
+    """Temporaries and partial files under `root` (but those whose names contain an `allowed` mark)."""
+    return [
+        p.relative_to(root).as_posix() for p in root.rglob("*")
+        if any(mark in p.name for mark in LEFTOVER_MARKS) and not any(a in p.name for a in allowed)
+    ]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str):
+    """A tmpfs mounted at `where` (`size=96k`: a disk that fills; `ro`: read-only) for the block;
+    skips the test where mounting is not permitted (it needs root)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -19,7 +19,18 @@ from aepose_cli.backends.onnx_export import onnx_cache_path
 from aepose_cli.model import build_from_checkpoint
 from aepose_cli.zoo import checkpoint_sha256
 
-from cli_helpers import FAST, TINY_CHECKPOINT, ZIDANE, assert_ok, assert_one_line_error, cli_env, describe, load_json, run_in_process
+from cli_helpers import (
+    FAST,
+    TINY_CHECKPOINT,
+    ZIDANE,
+    assert_ok,
+    assert_one_line_error,
+    cli_env,
+    describe,
+    load_json,
+    run_in_process,
+    run_main_after,
+)
 
 needs_ort = pytest.mark.skipif(not is_installed("onnxruntime"), reason="onnxruntime is not installed")
 needs_openvino = pytest.mark.skipif(not is_installed("openvino"), reason="openvino is not installed")
@@ -111,11 +122,12 @@ def test_export_torchscript_runs_on_another_shape(tmp_path, check_input, torch_o
 
 def test_export_errors_are_one_line(tmp_path):
     base = ["export", "--checkpoint", TINY_CHECKPOINT, "--format", "onnx"]
-    assert_one_line_error(run_in_process(*base, "--static", "100,200", "--out", tmp_path / "a.onnx"), "multiples of 32")
-    assert_one_line_error(run_in_process(*base, "--out", tmp_path / "no" / "a.onnx"), "does not exist")
-    assert_one_line_error(run_in_process(*base, "--out", TINY_CHECKPOINT), "is the input checkpoint")
+    assert_one_line_error(run_in_process(*base, "--static", "100,200", "--out", tmp_path / "a.onnx"), "multiples of 32", code=2)
+    # An output that cannot be written (README: exit 6), as the other commands' output plan says it.
+    assert_one_line_error(run_in_process(*base, "--out", tmp_path / "no" / "a.onnx"), "does not exist", code=6)
+    assert_one_line_error(run_in_process(*base, "--out", TINY_CHECKPOINT), "is the input checkpoint", code=2)
     # A real exporter failure: torch.onnx cannot write this network with opset 6.
-    line = assert_one_line_error(run_in_process(*base, "--opset", "6", "--out", tmp_path / "old.onnx"), "cannot export the network to ONNX (opset 6)")
+    line = assert_one_line_error(run_in_process(*base, "--opset", "6", "--out", tmp_path / "old.onnx"), "cannot export the network to ONNX (opset 6)", code=5)
     assert len(line) < 400
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -167,23 +179,20 @@ def test_cli_onnxruntime_matches_torch_end_to_end(tmp_path):
     assert list((tmp_path / "home" / "onnx").glob("*.onnx"))
 
 
-def _cli_with(prelude: str, home, *args) -> subprocess.CompletedProcess:
-    """`aepose ARGS` in a fresh interpreter after running `prelude` (to simulate the environment),
-    with `home` as $AEPOSE_HOME (so no cached ONNX graph of another run is reused)."""
-    code = f"{prelude}\nfrom aepose_cli.cli.main import main\nmain({[str(a) for a in args]!r})"
-    env = {**cli_env(), "AEPOSE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+def _own_home(tmp_path) -> dict[str, str]:
+    """$AEPOSE_HOME of the test's own (so no cached ONNX graph of another run is reused)."""
+    return {"AEPOSE_HOME": str(tmp_path / "home")}
 
 
 def test_missing_openvino_is_one_line(tmp_path):
     # sys.modules[name] = None is how Python spells "this package cannot be imported".
-    proc = _cli_with("import sys; sys.modules['openvino'] = None", tmp_path / "home", "image", ZIDANE, *FAST, "--backend", "openvino", "--out", tmp_path / "z.jpg", "--json", tmp_path / "z.json")
-    assert_one_line_error(proc, "--backend openvino", "aepose-cli[openvino]")
+    proc = run_main_after("import sys; sys.modules['openvino'] = None", "image", ZIDANE, *FAST, "--backend", "openvino", "--out", tmp_path / "z.jpg", "--json", tmp_path / "z.json", env_extra=_own_home(tmp_path))
+    assert_one_line_error(proc, "--backend openvino", "aepose-cli[openvino]", code=5)
     assert list(tmp_path.glob("z.*")) == []
 
 
 def test_auto_falls_back_to_torch_without_the_runtimes(tmp_path):
-    proc = _cli_with("import sys; sys.modules['onnxruntime'] = None; sys.modules['openvino'] = None", tmp_path / "home", "image", ZIDANE, *FAST, "--backend", "auto", "--no-images", "--json", tmp_path / "z.json")
+    proc = run_main_after("import sys; sys.modules['onnxruntime'] = None; sys.modules['openvino'] = None", "image", ZIDANE, *FAST, "--backend", "auto", "--no-images", "--json", tmp_path / "z.json", env_extra=_own_home(tmp_path))
     assert_ok(proc)
     assert (tmp_path / "z.json").is_file()
     assert not (tmp_path / "home" / "onnx").exists()  # torch ran: nothing was exported
@@ -196,7 +205,7 @@ def test_failing_export_is_one_line(tmp_path):
         "def broken(*a, **k): raise RuntimeError('Unsupported: ONNX export of operator foo\\nmore detail')\n"
         "torch.onnx.export = broken"
     )
-    proc = _cli_with(prelude, tmp_path / "home", "image", ZIDANE, *FAST, "--backend", "onnxruntime", "--no-images", "--json", tmp_path / "z.json")
-    assert_one_line_error(proc, "cannot export the network to ONNX", "Unsupported: ONNX export of operator foo")
+    proc = run_main_after(prelude, "image", ZIDANE, *FAST, "--backend", "onnxruntime", "--no-images", "--json", tmp_path / "z.json", env_extra=_own_home(tmp_path))
+    assert_one_line_error(proc, "cannot export the network to ONNX", "Unsupported: ONNX export of operator foo", code=5)
     assert list(tmp_path.glob("z.*")) == []
     assert not list(tmp_path.glob("home/onnx/*"))  # no half-written graph in the cache

@@ -14,9 +14,11 @@ and files without paying a Python + torch start-up for each.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import struct
@@ -38,19 +40,21 @@ from cli_helpers import (
     TINY_CHECKPOINT,
     ZIDANE,
     assert_one_line_error,
+    assert_untouched,
     cli_command,
     cli_env,
     describe,
+    leftovers,
     load_json,
     run_cli,
     run_in_process,
+    snapshot,
 )
 from paths import needs_shared
 
 pytestmark = [pytest.mark.cli, needs_shared]
 
 ADDRESS_SPACE_CAP = 4 << 30
-LEFTOVER_MARKS = (".partial", ".part-", ".tmp", ".journal")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -87,31 +91,6 @@ def run_capped_each(commands: list[list]) -> list[subprocess.CompletedProcess]:
     assert proc.returncode == 0, describe(proc)
     results = json.loads(proc.stdout.splitlines()[-1])
     return [subprocess.CompletedProcess(["aepose", *c], code, out, err) for c, (code, out, err) in zip(commands, results)]
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under `root` (FIFOs and the like by their kind)."""
-    digests = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink() or not path.exists():
-            digests[rel] = f"link->{os.readlink(path)}"
-        elif path.is_fifo():
-            digests[rel] = "fifo"
-        elif path.is_file():
-            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
-
-
-def assert_untouched(root: Path, before: dict[str, str]) -> None:
-    """Inputs byte-identical, nothing new under `root` (no output, no temporary file)."""
-    after = snapshot(root)
-    assert after == before, f"changed: {sorted(set(after.items()) ^ set(before.items()))}"
-
-
-def assert_no_leftovers(root: Path) -> None:
-    left = [p.name for p in root.rglob("*") if any(mark in p.name for mark in LEFTOVER_MARKS)]
-    assert left == [], left
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -197,8 +176,7 @@ def hostile_runs(tmp_path_factory):
 def test_hostile_image_is_refused_in_one_line_under_a_memory_cap(hostile_runs, name):
     folder, before, runs = hostile_runs
     proc = runs[name]
-    line = assert_one_line_error(proc, str(folder / name), HOSTILE_IMAGES[name][1])
-    assert proc.returncode == 2, describe(proc)
+    line = assert_one_line_error(proc, str(folder / name), HOSTILE_IMAGES[name][1], code=2)
     assert "MemoryError" not in line
     assert_untouched(folder, before)
 
@@ -213,7 +191,7 @@ def test_folder_with_every_hostile_file_mixed_in_does_all_the_good_images(tmp_pa
     assert proc.returncode == 1, describe(proc)  # some inputs failed
     assert "Traceback" not in proc.stderr, describe(proc)
     assert_untouched(photos, before)
-    assert_no_leftovers(tmp_path)
+    assert leftovers(tmp_path) == []
     good = sorted(p.name for p in COCO_IMAGES.glob("*.jpg"))[:2] + ["motion.jpg"]
     done = sorted(im["file_name"] for im in load_json(tmp_path / "photos.pose.json")["images"])
     assert done == sorted(good)
@@ -241,7 +219,7 @@ def test_max_pixels_lowered_refuses_a_real_photo_and_names_the_option(tmp_path):
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
     proc = run_in_process("image", path, *FAST, "--max-pixels", "100000")
-    assert_one_line_error(proc, str(path), "1280x720", "--max-pixels")
+    assert_one_line_error(proc, str(path), "1280x720", "--max-pixels", code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -251,7 +229,50 @@ def test_max_pixels_raised_lets_a_large_image_through(tmp_path):
     proc = run_in_process("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1080000")
     assert proc.returncode == 0, describe(proc)
     proc = run_in_process("image", path, *FAST, "--no-images", "--no-json", "--max-pixels", "1000")
-    assert_one_line_error(proc, str(path), "over the limit")
+    assert_one_line_error(proc, str(path), "over the limit", code=2)
+
+
+# Formats OpenCV decodes but aepose does not read (README: only JPEG, PNG, BMP, TIFF and WebP,
+# whose sizes are checked from the header before any pixel is decoded).
+OTHER_FORMATS = (".ppm", ".hdr", ".pfm")
+NOT_AN_IMAGE = "not an image (no JPEG, PNG, BMP, TIFF or WebP header)"
+
+
+def _write_other_format(path: Path, suffix: str) -> None:
+    """A real small photo in that format (8-bit PPM; float HDR and PFM), made by OpenCV."""
+    photo = cv2.imread(str(ZIDANE))[200:296, 500:628]
+    pixels = photo if suffix == ".ppm" else photo.astype(np.float32) / 255
+    assert cv2.imwrite(str(path), pixels)
+    assert cv2.imread(str(path)) is not None  # OpenCV itself would decode it
+
+
+@pytest.mark.parametrize("suffix", OTHER_FORMATS)
+def test_image_in_another_format_is_refused(tmp_path, suffix):
+    path = tmp_path / f"photo{suffix}"
+    _write_other_format(path, suffix)
+    before = snapshot(tmp_path)
+    proc = run_in_process("image", path, *FAST)
+    assert_one_line_error(proc, str(path), NOT_AN_IMAGE, code=2)
+    assert_untouched(tmp_path, before)
+
+
+def test_folder_reads_only_the_listed_formats_and_fails_the_others_by_content(tmp_path, photos):
+    """In a folder, `.ppm`/`.hdr`/`.pfm` files are not listed (not inputs at all); the same files
+    renamed `.jpg` are listed, refused by their content, and named as failed items."""
+    for suffix in OTHER_FORMATS:
+        _write_other_format(photos / f"other{suffix}", suffix)
+        _write_other_format(tmp_path / f"x{suffix}", suffix)
+        shutil.move(tmp_path / f"x{suffix}", photos / f"renamed_{suffix[1:]}.jpg")
+    before = snapshot(photos)
+    proc = run_in_process("folder", photos, *FAST, "--no-images")
+    assert proc.returncode == 1, describe(proc)
+    for suffix in OTHER_FORMATS:
+        named = [line for line in proc.stderr.splitlines() if f"renamed_{suffix[1:]}.jpg" in line]
+        assert len(named) == 1 and NOT_AN_IMAGE in named[0], describe(proc)
+        assert f"other{suffix}" not in proc.stderr
+    done = [im["file_name"] for im in load_json(tmp_path / "photos.pose.json")["images"]]
+    assert done == sorted(p.name for p in COCO_IMAGES.glob("*.jpg"))[:2]
+    assert_untouched(photos, before)
 
 
 @pytest.mark.parametrize("command,name", [("image", "pipe.jpg"), ("video", "clip.mp4")])
@@ -259,7 +280,7 @@ def test_fifo_given_as_input_is_refused_without_hanging(tmp_path, command, name)
     fifo = tmp_path / name
     os.mkfifo(fifo)
     proc = run_cli(command, fifo, *FAST, timeout=120)
-    assert_one_line_error(proc, str(fifo), "not a regular file")
+    assert_one_line_error(proc, str(fifo), "not a regular file", code=2)
     assert_untouched(tmp_path, {name: "fifo"})
 
 
@@ -299,8 +320,7 @@ def test_bad_option_is_a_one_line_usage_error(tmp_path, bad, named):
     before = snapshot(tmp_path)
     run = run_cli if " ".join(bad) in REAL_PROCESS_OPTIONS else run_in_process
     proc = run("image", path, *FAST, *bad)  # the later option wins over FAST
-    assert_one_line_error(proc, named)
-    assert proc.returncode == 2, describe(proc)
+    assert_one_line_error(proc, named, code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -312,7 +332,7 @@ def test_cuda_device_without_a_gpu_is_refused(tmp_path):
     path = tmp_path / "zidane.jpg"
     shutil.copy(ZIDANE, path)
     proc = run_in_process("image", path, *FAST, "--device", "cuda")
-    assert_one_line_error(proc, "--device", "CUDA is not available")
+    assert_one_line_error(proc, "--device", "CUDA is not available", code=2)
 
 
 @pytest.mark.parametrize("bad", [["--start", "nan"], ["--end", "nan"], ["--end", "inf"], ["--start", "2", "--end", "1"]])
@@ -320,8 +340,7 @@ def test_bad_video_times_are_refused_before_opening_the_video(tmp_path, bad):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"not even a video")  # never opened: the options fail first
     proc = run_in_process("video", clip, *FAST, *bad)
-    assert_one_line_error(proc, bad[-2])
-    assert proc.returncode == 2
+    assert_one_line_error(proc, bad[-2], code=2)
     assert_untouched(tmp_path, {"clip.mp4": hashlib.sha256(b"not even a video").hexdigest()})
 
 
@@ -369,8 +388,7 @@ def test_malformed_annotations_are_refused_before_the_model_loads(tmp_path, how)
     before = snapshot(tmp_path)
     # A checkpoint that does not exist: reaching the model would be another error.
     proc = run("evaluate", "--ann", ann, "--images", images, "--checkpoint", tmp_path / "none.pth", "--device", "cpu")
-    assert_one_line_error(proc, str(ann), BROKEN_ANNOTATIONS[how])
-    assert proc.returncode == 2
+    assert_one_line_error(proc, str(ann), BROKEN_ANNOTATIONS[how], code=2)
     assert_untouched(tmp_path, before)
 
 
@@ -403,60 +421,71 @@ def test_malformed_predictions_are_refused_naming_the_first_bad_entry(tmp_path, 
     shutil.copy(MINI_VAL_ANN, ann)
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--pred", pred)
-    assert_one_line_error(proc, str(pred), fragment)
+    assert_one_line_error(proc, str(pred), fragment, code=2)
     assert_untouched(tmp_path, before)
 
 
 def test_max_images_with_a_full_results_file_scores_the_first_images(tmp_path):
+    """Ground truth scored against itself, over the first 3 images: every detection matches its
+    own annotation with OKS 1, so every AP and AR is exactly 1, and a size range with no
+    annotation among those images is -1 (the reference evaluator's "no ground truth")."""
+    from aepose_cli.evaluation.cocoeval import METRIC_NAMES
+
     data = _mini_annotations()
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(_results_from_ground_truth(data)))
-    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3")
+    metrics = tmp_path / "metrics.json"
+    before = snapshot(tmp_path)
+    # A checkpoint that does not exist: scoring a results file never loads a model.
+    proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", pred, "--max-images", "3", "--metrics-json", metrics,
+                          "--checkpoint", tmp_path / "none.pth", cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert "<annotations>" not in proc.stdout + proc.stderr
-    assert "1.000" in proc.stdout  # ground truth scored against itself
+    first = [im["id"] for im in data["images"][:3]]  # the first 3 images of the annotation file
+    areas = [a["area"] for a in data["annotations"] if a["image_id"] in first and a.get("num_keypoints", 0) > 0 and not a.get("iscrowd")]
+    medium = 1.0 if any(32**2 <= a < 96**2 for a in areas) else -1.0
+    large = 1.0 if any(a >= 96**2 for a in areas) else -1.0
+    expected = dict(zip(METRIC_NAMES, (1.0, 1.0, 1.0, medium, large, 1.0, 1.0, 1.0, medium, large)))
+    assert load_json(metrics) == expected
+    for name, value in expected.items():  # the table on stdout says the same
+        assert re.search(rf"[│|] {re.escape(name)} +[│|] +{value:.3f} [│|]", proc.stdout), (name, proc.stdout)
+    before["metrics.json"] = snapshot(tmp_path)["metrics.json"]
+    assert_untouched(tmp_path, before)
 
 
 # -- 4. paths stay inside --images ---------------------------------------------------------------
-def _evaluate_layout(tmp_path: Path, file_name_of_first: str) -> tuple[Path, Path]:
-    images = tmp_path / "images"
-    shutil.copytree(MINI_VAL / "val2017", images)
-    data = _mini_annotations()
-    data["images"][0]["file_name"] = file_name_of_first
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps(data))
-    return ann, images
-
-
-@pytest.mark.parametrize("outside_exists", [True, False], ids=["secret-exists", "secret-absent"])
-def test_evaluate_refuses_a_file_name_that_climbs_out_of_images(tmp_path, outside_exists):
+def _climbing(tmp_path: Path, images: Path, outside_exists: bool) -> tuple[str, str]:
     if outside_exists:
         (tmp_path / "outside").mkdir()
         shutil.copy(ZIDANE, tmp_path / "outside" / "secret.jpg")
-    ann, images = _evaluate_layout(tmp_path, "../outside/secret.jpg")
+    return "../outside/secret.jpg", "'../outside/secret.jpg' is outside --images"
+
+
+def _absolute(tmp_path: Path, images: Path) -> tuple[str, str]:
+    return str(ZIDANE), "is outside --images"
+
+
+def _link_out(tmp_path: Path, images: Path) -> tuple[str, str]:
+    os.symlink(ZIDANE, images / "link.jpg")
+    return "link.jpg", "'link.jpg' is outside --images"
+
+
+@pytest.mark.parametrize("make", [
+    functools.partial(_climbing, outside_exists=True), functools.partial(_climbing, outside_exists=False), _absolute, _link_out,
+], ids=["climbing-secret-exists", "climbing-secret-absent", "absolute", "symlink-out"])
+def test_evaluate_refuses_a_file_name_outside_images(tmp_path, make):
+    images = tmp_path / "images"
+    shutil.copytree(MINI_VAL / "val2017", images)
+    file_name, reason = make(tmp_path, images)
+    data = _mini_annotations()
+    data["images"][0]["file_name"] = file_name
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
     before = snapshot(tmp_path)
     proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    line = assert_one_line_error(proc, str(ann), "'../outside/secret.jpg' is outside --images")
-    assert proc.returncode == 2
+    line = assert_one_line_error(proc, str(ann), reason, code=2)
     # Same words whether or not the file is there: no existence probe.
     assert "missing" not in line and "not an image" not in line and "no such" not in line
-    assert_untouched(tmp_path, before)
-
-
-def test_evaluate_refuses_an_absolute_file_name(tmp_path):
-    ann, images = _evaluate_layout(tmp_path, str(ZIDANE))
-    before = snapshot(tmp_path)
-    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    assert_one_line_error(proc, str(ann), "is outside --images")
-    assert_untouched(tmp_path, before)
-
-
-def test_evaluate_refuses_a_symlink_that_points_out_of_images(tmp_path):
-    ann, images = _evaluate_layout(tmp_path, "link.jpg")
-    os.symlink(ZIDANE, images / "link.jpg")
-    before = snapshot(tmp_path)
-    proc = run_in_process("evaluate", "--ann", ann, "--images", images, *FAST)
-    assert_one_line_error(proc, str(ann), "'link.jpg' is outside --images")
     assert_untouched(tmp_path, before)
 
 
@@ -506,7 +535,7 @@ def test_video_with_undecodable_first_frames_keeps_true_indices_and_exits_1(tmp_
     names = [im["file_name"] for im in load_json(tmp_path / "out.json")["images"]]
     assert names[0] == f"clip_{indices[0]:06d}.jpg"
     assert snapshot(tmp_path)["clip.mp4"] == before["clip.mp4"]
-    assert_no_leftovers(tmp_path)
+    assert leftovers(tmp_path) == []
 
 
 # -- cosmetic ------------------------------------------------------------------------------------
@@ -533,9 +562,8 @@ def test_pickled_checkpoint_refusal_is_a_whole_sentence(tmp_path):
     shutil.copy(ZIDANE, path)
     before = snapshot(tmp_path)
     proc = run_in_process("image", path, "--checkpoint", pickled, *FAST[2:])
-    line = assert_one_line_error(proc, str(pickled), "pickled Python objects", "state dict")
+    line = assert_one_line_error(proc, str(pickled), "pickled Python objects", "state dict", code=3)
     assert line.rstrip().endswith(")")
-    assert proc.returncode == 3
     assert_untouched(tmp_path, before)
 
 

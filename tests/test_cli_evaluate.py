@@ -133,7 +133,7 @@ def test_annotations_without_keypoints(tmp_path):
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(ann))
     proc = run_in_process("evaluate", "--ann", path, "--pred", GOLDEN_RESULTS)
-    assert_one_line_error(proc, str(path), "keypoints")
+    assert_one_line_error(proc, str(path), "keypoints", code=2)
 
 
 def test_results_for_images_not_in_the_annotations(tmp_path):
@@ -143,12 +143,12 @@ def test_results_for_images_not_in_the_annotations(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results + [foreign]))
     proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", path)
-    assert_one_line_error(proc, str(path), "987654321")
+    assert_one_line_error(proc, str(path), "987654321", code=2)
 
 
 def test_keypoint_set_that_does_not_fit_the_annotations():
     proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--pred", GOLDEN_RESULTS, "--keypoints", "aic")
-    assert_one_line_error(proc, "aic", "14", "17")
+    assert_one_line_error(proc, "aic", "14", "17", code=2)
 
 
 @pytest.fixture()
@@ -164,7 +164,7 @@ def partial_images(tmp_path) -> tuple[Path, str, str]:
 def test_missing_images_are_fatal_and_listed(partial_images, tmp_path):
     folder, present, missing = partial_images
     proc = run_in_process("evaluate", "--ann", MINI_VAL_ANN, "--images", folder, "--max-images", 2, *FAST, "--out", tmp_path / "r.json")
-    assert_one_line_error(proc, "1 annotated image(s) missing", missing, "--allow-missing")
+    assert_one_line_error(proc, "1 annotated image(s) missing", missing, "--allow-missing", code=2)
     assert present not in proc.stderr
     assert not (tmp_path / "r.json").exists()
 

@@ -33,7 +33,7 @@ from cli_helpers import (
     assert_one_line_error,
     assert_same_poses,
     describe,
-    freeze_when,
+    interrupt_when,
     load_json,
     poses_by_image,
     run_cli,
@@ -181,7 +181,7 @@ def test_shards_split_a_recursive_listing_exactly(nested):
 def test_without_recursive_sub_folders_are_not_searched(nested):
     """The only PNG is in a sub-folder (the mixed run shows the same for a JPEG)."""
     proc = run_cli("folder", "tree", "--ext", "png", *FAST, cwd=nested)
-    assert_one_line_error(proc, "tree", "no image files", ".png")
+    assert_one_line_error(proc, "tree", "no image files", ".png", code=2)
     assert not (nested / "tree.pose.json").exists() and not (nested / "tree.pose").exists()
 
 
@@ -215,16 +215,7 @@ def test_interrupted_run_resumes_without_redoing_images(tmp_path, stop_signal):
     final_json = tmp_path / "batch.pose.json"
 
     run = start_cli("folder", "batch", *FAST, "--batch-size", "1", cwd=tmp_path)
-    try:
-        freeze_when(run, lambda: journal.exists() and len(_journal_keys(journal)) >= 2, "the journal held 2 records")
-        frozen_at = _journal_keys(journal)
-        assert run.poll() is None and len(frozen_at) < len(names), f"the run finished before the pause: {frozen_at}"
-        run.send_signal(stop_signal)
-        run.send_signal(signal.SIGCONT)  # a pending SIGINT is delivered as the run resumes
-        _, stderr = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
+    stderr = interrupt_when(run, lambda: journal.exists() and len(_journal_keys(journal)) >= 2, "the journal held 2 records", stop_signal).stderr
     if stop_signal == signal.SIGINT:
         assert run.returncode == 130, stderr
         assert "interrupted" in stderr and "Traceback" not in stderr, stderr

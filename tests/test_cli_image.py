@@ -162,7 +162,7 @@ def test_no_images_writes_only_json(tmp_path):
 def test_out_file_with_several_images_is_refused(tmp_path):
     names = _copy_inputs(tmp_path, ZIDANE, SMALL_PHOTO)
     proc = run_in_process("image", *names, "--out", "one.jpg", *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, "--out one.jpg", "folder")
+    assert_one_line_error(proc, "--out one.jpg", "folder", code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 

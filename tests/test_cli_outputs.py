@@ -29,6 +29,7 @@ from cli_helpers import (
     FAST,
     MINI_VAL,
     MINI_VAL_ANN,
+    assert_exit_code,
     assert_ok,
     assert_one_line_error,
     describe,
@@ -111,8 +112,7 @@ def test_ids_from_an_annotation_file_and_in_provenance(tmp_path):
     assert data["info"]["aepose"]["image_ids"].startswith(f"from:{ann_path.resolve()} sha256:")
 
     proc = run_in_process("folder", folder, *FAST, "--no-images", "--image-ids", "stem", "--json", out, "--skip-existing")
-    assert_one_line_error(proc, str(out), "image_ids")
-    assert proc.returncode == 2
+    assert_one_line_error(proc, str(out), "image_ids", code=2)
     proc = run_in_process("folder", folder, *FAST, "--no-images", "--image-ids", f"from:{ann_path}", "--json", out, "--skip-existing")
     assert_ok(proc)
     assert "nothing to do" in proc.stderr, describe(proc)
@@ -134,22 +134,18 @@ def test_bad_image_ids_are_refused_before_the_model_loads(tmp_path):
     missing_model = ["--checkpoint", tmp_path / "no-such.pth", "--device", "cpu"]  # never loaded: refused first
 
     proc = run_in_process("folder", folder, *missing_model, "--image-ids", "stem")
-    assert_one_line_error(proc, "holiday.jpg", "not 'holiday'", "--image-ids stem")
-    assert proc.returncode == 2
+    assert_one_line_error(proc, "holiday.jpg", "not 'holiday'", "--image-ids stem", code=2)
 
     (folder / "holiday.jpg").rename(folder / "785.jpg")
     proc = run_in_process("folder", folder, *missing_model, "--image-ids", "stem")
-    assert_one_line_error(proc, "785.jpg", "000000000785.jpg", "image id 785")
-    assert proc.returncode == 2
+    assert_one_line_error(proc, "785.jpg", "000000000785.jpg", "image id 785", code=2)
 
     proc = run_in_process("folder", folder, *missing_model, "--image-ids", f"from:{MINI_VAL_ANN}")
-    assert_one_line_error(proc, "not among the images of", str(MINI_VAL_ANN))
-    assert proc.returncode == 2
+    assert_one_line_error(proc, "not among the images of", str(MINI_VAL_ANN), code=2)
 
     for value in ("bogus", "from:"):
         proc = run_in_process("folder", folder, *missing_model, "--image-ids", value)
-        assert_one_line_error(proc, "--image-ids")
-        assert proc.returncode == 2
+        assert_one_line_error(proc, "--image-ids", code=2)
 
     # The annotation file is an input: no output may replace it.
     (folder / "785.jpg").unlink()
@@ -157,7 +153,7 @@ def test_bad_image_ids_are_refused_before_the_model_loads(tmp_path):
     ann.write_text(json.dumps(load_json(MMPOSE_COCO_ANN)))
     before = ann.read_bytes()
     proc = run_in_process("folder", folder, *missing_model, "--image-ids", f"from:{ann}", "--json", ann)
-    assert_one_line_error(proc, "would overwrite the input")
+    assert_one_line_error(proc, "would overwrite the input", code=2)
     assert ann.read_bytes() == before
     assert not (tmp_path / "photos.pose").exists()
 
@@ -254,7 +250,7 @@ def test_folder_csv_resumes_after_an_interruption_to_the_same_table(tmp_path, mo
     with monkeypatch.context() as patch:
         patch.setattr(images_job._ImageSink, "write", stopped_after(write, 2, then=json_only))
         proc = run_in_process("folder", folder, *run, *outputs)
-    assert proc.returncode == 130, describe(proc)
+    assert_exit_code(proc, 130)
     assert "the 3 image(s) done are kept in resumed.json.partial.jsonl" in proc.stderr, describe(proc)
     assert "the 2 image(s) done are kept in resumed.csv.partial.jsonl" in proc.stderr, describe(proc)
     assert not (tmp_path / "resumed.csv").exists()
@@ -272,8 +268,7 @@ def test_folder_csv_resumes_after_an_interruption_to_the_same_table(tmp_path, mo
     assert_ok(proc)
     assert "nothing to do" in proc.stderr
     proc = run_in_process("folder", folder, *run, "--no-json", "--csv", tmp_path / "resumed.csv", "--skip-existing")
-    assert_one_line_error(proc, "resumed.csv", "records nothing of what produced it")
-    assert proc.returncode == 2
+    assert_one_line_error(proc, "resumed.csv", "records nothing of what produced it", code=2)
     # The finished JSON alone builds the missing table without running anything.
     (tmp_path / "resumed.csv").unlink()
     proc = run_in_process("folder", folder, *run, *outputs, "--skip-existing")
@@ -306,7 +301,7 @@ def test_video_csv_resumes_exactly_after_an_interruption(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(video_job._FrameSink, "write", stopped_after(video_job._FrameSink.write, 3))
         proc = run_in_process(*run, *outputs)
-    assert proc.returncode == 130, describe(proc)
+    assert_exit_code(proc, 130)
     assert "the 3 frame(s) done are kept in resumed.csv.partial.jsonl" in proc.stderr, describe(proc)
     proc = run_in_process(*run, *outputs, "--skip-existing")
     assert_ok(proc)
@@ -320,9 +315,9 @@ def test_csv_output_clashes_are_refused_before_the_model_loads(tmp_path):
     shutil.copy(COCO_IMAGES / "000000000785.jpg", photo)
     missing_model = ["--checkpoint", tmp_path / "no-such.pth", "--device", "cpu"]
     proc = run_in_process("image", photo, *missing_model, "--csv", photo)
-    assert_one_line_error(proc, "a.jpg", "would overwrite the input")
+    assert_one_line_error(proc, "a.jpg", "would overwrite the input", code=2)
     proc = run_in_process("image", photo, *missing_model, "--json", tmp_path / "x.json", "--csv", tmp_path / "x.json")
-    assert_one_line_error(proc, "--json and --csv would both write this file")
+    assert_one_line_error(proc, "--json and --csv would both write this file", code=2)
     proc = run_in_process("folder", tmp_path, *missing_model, "--csv", tmp_path / "table.jpg")
-    assert_one_line_error(proc, "--csv", "would land among the input images")
+    assert_one_line_error(proc, "--csv", "would land among the input images", code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]

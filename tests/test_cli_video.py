@@ -32,11 +32,13 @@ from cli_helpers import (
     DATA,
     FAST,
     TINY_CHECKPOINT,
+    assert_exit_code,
     assert_ok,
     assert_one_line_error,
     assert_same_poses,
     describe,
     keypoint_array,
+    leftovers,
     load_json,
     poses_by_image,
     run_cli,
@@ -236,17 +238,15 @@ def _no_outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".pose" in p.name)
 
 
-def test_truncated_mp4(tmp_path):
-    clip = tmp_path / "cut.mp4"
+def _truncated_mp4(folder: Path) -> tuple[Path, list[str]]:
+    clip = folder / "cut.mp4"
     data = MMACTION_DEMO.read_bytes()
     clip.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: gone
-    proc = run_cli("video", clip, *FAST)
-    assert_one_line_error(proc, str(clip))
-    assert _no_outputs(tmp_path) == []
+    return clip, [str(clip)]
 
 
-def test_file_without_video(tmp_path):
-    clip = tmp_path / "tone.m4a"
+def _file_without_video(folder: Path) -> tuple[Path, list[str]]:
+    clip = folder / "tone.m4a"
     with av.open(str(clip), "w", format="mp4") as out:
         audio = out.add_stream("aac", rate=44100, layout="mono")
         tone = np.sin(np.arange(44100) / 10).astype(np.float32)[None]
@@ -254,26 +254,32 @@ def test_file_without_video(tmp_path):
         frame.sample_rate = 44100
         out.mux(audio.encode(frame))
         out.mux(audio.encode(None))
-    proc = run_cli("video", clip, *FAST)
-    assert_one_line_error(proc, str(clip), "no video stream")
-    assert _no_outputs(tmp_path) == []
+    return clip, [str(clip), "no video stream"]
 
 
-def test_zero_frame_file(tmp_path):
-    clip = tmp_path / "empty.mp4"
+def _zero_frame_file(folder: Path) -> tuple[Path, list[str]]:
+    clip = folder / "empty.mp4"
     with av.open(str(clip), "w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-    proc = run_cli("video", clip, *FAST)
-    assert_one_line_error(proc, str(clip))
-    assert _no_outputs(tmp_path) == []
+    return clip, [str(clip)]
 
 
-def test_unreachable_stream(tmp_path):
+def _unreachable_stream(folder: Path) -> tuple[str, list[str]]:
     url = "rtsp://127.0.0.1:9/x"
-    proc = run_cli("video", url, *FAST, cwd=tmp_path, timeout=60)
-    assert_one_line_error(proc, url)
-    assert list(tmp_path.iterdir()) == []
+    return url, [url]
+
+
+@pytest.mark.parametrize("make", [_truncated_mp4, _file_without_video, _zero_frame_file, _unreachable_stream],
+                         ids=["truncated-mp4", "file-without-video", "zero-frame-file", "unreachable-stream"])
+def test_unreadable_video_is_one_line_and_writes_nothing(tmp_path, make):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source, fragments = make(inputs)
+    proc = run_cli("video", source, *FAST, cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, *fragments, code=2)
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+    assert _no_outputs(inputs) == []
 
 
 def _short_avi(path: Path, packets: int = 12) -> None:
@@ -303,7 +309,7 @@ def test_video_that_breaks_midway_keeps_the_frames_before_the_break(tmp_path):
     assert 3 <= len(decodable) < 12
 
     proc = run_cli("video", clip.name, *FAST, cwd=tmp_path)
-    assert proc.returncode != 0, describe(proc)
+    assert_exit_code(proc, 1)  # a stream that broke off (README: 1), the frames before it kept
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("aepose: error:")]
     assert len(errors) == 1 and "street.avi" in errors[0] and f"after {len(decodable)} frames" in errors[0], describe(proc)
@@ -330,11 +336,6 @@ def estimator():
 
 def never_load():
     pytest.fail("the model must not load: the plan is refused first")
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Temporaries and journals a finished or failed run must not leave."""
-    return sorted(p.name for p in folder.rglob("*") if ".part-" in p.name or ".tmp-" in p.name or p.name.endswith(".partial.jsonl"))
 
 
 def test_sources_expand_folders_and_patterns_in_name_order(tmp_path):
@@ -448,7 +449,7 @@ def test_skip_existing_skips_finished_videos_and_restarts_a_half_done_one(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("demo.pose.*")} == finished  # not rewritten
     assert video_frames(video) == video_frames(half, end_s=END_S)
     assert [im["frame_index"] for im in load_json(json_out)["images"]] == [0, 1, 2]
-    assert leftovers(tmp_path) == [] and not (tmp_path / f"{half.stem}.pose.partial.mp4").exists()
+    assert leftovers(tmp_path) == []  # no partial video, journal or encoder temporary
     # Everything finished: nothing to do, the model never loads.
     run_videos(pattern, never_load, DrawConfig(), options, TINY, config=TINY_CONFIG)
     assert "all 2 videos are finished" in capsys.readouterr().err

@@ -21,14 +21,14 @@ BUS = DATA / "ultralytics-assets" / "bus.jpg"
 ZIDANE = DATA / "ultralytics-assets" / "zidane.jpg"
 
 
-@lru_cache(maxsize=2)
-def _estimator(pose_nms):
-    return PoseEstimator(checkpoint=TINY_CHECKPOINT, pose_nms=pose_nms)
+@lru_cache(maxsize=1)
+def _estimator_without_nms():
+    return PoseEstimator(checkpoint=TINY_CHECKPOINT, pose_nms=None)
 
 
 def test_predict_without_nms_gives_the_reference_people():
     case = json.loads((GOLDEN / "cases" / "bus" / "a_s1_flip.json").read_text())
-    poses = _estimator(None).predict(BUS)
+    poses = _estimator_without_nms().predict(BUS)
     assert len(poses) == case["num_people"]
     for pose, want in zip(poses, case["people"]):
         assert isinstance(pose, Pose) and pose.keypoints.shape == (17, 3)
@@ -37,8 +37,10 @@ def test_predict_without_nms_gives_the_reference_people():
 
 
 def test_default_pose_nms_keeps_the_reference_api_selection():
-    all_poses = _estimator(None).predict(BUS)
-    kept = _estimator(0.9).predict(BUS)
+    default = PoseEstimator(checkpoint=TINY_CHECKPOINT)  # nothing said about pose NMS
+    assert default.config.pose_nms == 0.9  # mmpose 0.29's inference API: pose_nms_thr=0.9
+    all_poses = _estimator_without_nms().predict(BUS)
+    kept = default.predict(BUS)
     keep = oks_nms(
         np.stack([p.keypoints for p in all_poses]),
         np.array([p.score for p in all_poses], dtype=np.float32),
@@ -53,7 +55,7 @@ def test_default_pose_nms_keeps_the_reference_api_selection():
 
 
 def test_array_and_path_inputs_agree_and_maps_have_reference_shapes():
-    est = _estimator(None)
+    est = _estimator_without_nms()
     image = cv2.imread(str(ZIDANE))
     from_path = est.predict(ZIDANE)
     from_array = est.predict(image)
@@ -67,7 +69,7 @@ def test_array_and_path_inputs_agree_and_maps_have_reference_shapes():
 
 
 def test_batch_of_mixed_sizes_equals_single_images():
-    est = _estimator(None)
+    est = _estimator_without_nms()
     results = est.predict_batch([BUS, ZIDANE, BUS])
     assert [r.index for r in results] == [0, 1, 2]
     assert results[0].image_size == (810, 1080) and results[1].image_size == (1280, 720)
@@ -90,7 +92,7 @@ def test_bad_options_and_inputs(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     with pytest.raises(InputError, match="bad.jpg"):
-        _estimator(None).predict(bad)
+        _estimator_without_nms().predict(bad)
 
 
 def test_config_and_keywords_merge_instead_of_ignoring_the_keywords():
@@ -128,7 +130,7 @@ def test_building_an_estimator_leaves_global_torch_flags_alone():
     flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        _estimator(None).predict(BUS)
+        _estimator_without_nms().predict(BUS)
         PoseEstimator(checkpoint=TINY_CHECKPOINT)
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
         with tf32_disabled():

@@ -273,3 +273,23 @@ def test_decisions_exist_for_every_case():
     index = json.loads((DECISIONS / "index.json").read_text())
     assert index["recorded_with"]["mmpose"] == "0.29.0"
     assert len(index["cases"]) == 34
+
+
+# -- the count of near-tie xfails (tests/conftest.py) -------------------------------------------
+def test_golden_xfails_are_counted_per_backend_and_torch_allows_none():
+    from conftest import allowed_golden_xfails, golden_backend
+
+    cases = "tests/test_golden_cases.py::test_case_matches_reference"
+    assert golden_backend(f"{cases}[onnxruntime-000000183709/b_s1_noflip]") == "onnxruntime"
+    assert golden_backend(f"{cases}[openvino-000000196141/c_ms_flip]") == "openvino"
+    assert golden_backend("tests/test_golden_cases.py::test_stage_by_stage[torch-a_s1_flip-(1.0,)-0.0001]") == "torch"
+    assert golden_backend("tests/test_golden_any_isa.py::test_case_within_kernel_rounding[bus/a_s1_flip]") == "native-kernels"
+    assert golden_backend("tests/test_golden_cases.py::test_every_case_is_covered") is None
+    assert golden_backend("tests/test_cli_golden.py::test_folder_without_pose_nms_gives_the_reference_people[default]") is None
+    for kind in ("avx512", "avx2", "aarch64"):
+        assert allowed_golden_xfails("torch", kind) == 0
+    assert allowed_golden_xfails("native-kernels", "avx2") == 0  # the native kernels are the pinned ones
+    assert allowed_golden_xfails("onnxruntime", "avx512") == 5
+    # a kind nobody measured: counted and printed, not capped (a guess would fail a correct run)
+    assert allowed_golden_xfails("onnxruntime", "avx512-amx") is None
+    assert allowed_golden_xfails("openvino", "aarch64") is None

@@ -109,24 +109,22 @@ def test_the_package_is_found():
     assert {"aepose_cli.cli.main", "aepose_cli.jobs.base", "aepose_cli.engines.stages", "aepose_cli.types"} <= set(MODULES)
 
 
-def test_jobs_and_engines_never_import_each_other():
-    crossings = [
+FORBIDDEN_IMPORTS = {
+    "jobs and engines never import each other": lambda module, target: {_layer(module), _layer(target)} == {"jobs", "engines"},
+    "nothing below cli imports cli": lambda module, target: _layer(target) == "cli" and _layer(module) != "cli",
+}
+
+
+@pytest.mark.parametrize("rule", FORBIDDEN_IMPORTS)
+def test_layers_import_only_downwards(rule):
+    forbidden = FORBIDDEN_IMPORTS[rule]
+    found = [
         f"{module} (line {line}) imports {target}"
         for module, imports in GRAPH.items()
         for target, line in imports
-        if {_layer(module), _layer(target)} == {"jobs", "engines"}
+        if forbidden(module, target)
     ]
-    assert crossings == []
-
-
-def test_nothing_below_cli_imports_cli():
-    upward = [
-        f"{module} (line {line}) imports {target}"
-        for module, imports in GRAPH.items()
-        for target, line in imports
-        if _layer(target) == "cli" and _layer(module) != "cli"
-    ]
-    assert upward == []
+    assert found == [], rule
 
 
 def test_no_import_circles():

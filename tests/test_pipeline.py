@@ -44,16 +44,21 @@ class _FakeEngine:
 
 
 class _FakeEstimator:
-    def __init__(self, batch_size=3, group_delay=None, fail_group=(), **engine_kw) -> None:
+    """`before_grouping(index)` runs in the grouping worker before item `index` is grouped;
+    `grouped` is the order in which the items' grouping finished."""
+
+    def __init__(self, batch_size=3, before_grouping=None, fail_group=(), **engine_kw) -> None:
         self.config = _Config(batch_size)
         self.engine = _FakeEngine(**engine_kw)
-        self.group_delay = group_delay or (lambda index: 0.0)
+        self.before_grouping = before_grouping or (lambda index: None)
         self.fail_group = set(fail_group)
+        self.grouped: list[int] = []
 
     def result_from_maps(self, maps, index, *, source="", timestamp=None):
-        time.sleep(self.group_delay(index))
+        self.before_grouping(index)
         if maps in self.fail_group:
             raise InputError(f"item {maps}: cannot group")
+        self.grouped.append(index)
         return FrameResult(index, (1, 1), [], source=source, timestamp=timestamp, timings={"grouping": 0.001})
 
 
@@ -98,10 +103,26 @@ def _pipeline_threads() -> list[str]:
 
 
 def test_results_leave_in_source_order_however_grouping_finishes():
-    # Early items group slowest, so the pool finishes them last.
-    est = _FakeEstimator(batch_size=4, group_delay=lambda i: 0.02 * ((20 - i) % 5))
+    # Each even item's grouping waits until the next item's is done: with two grouping workers
+    # the pool finishes 1 before 0, 3 before 2... (each pair is in the pool's queue together).
+    done = {i: threading.Event() for i in range(20)}
+
+    def odd_first(index):
+        if index % 2 == 0 and not done[index + 1].wait(timeout=60):  # a hang guard only
+            raise AssertionError(f"item {index + 1} was never grouped")
+
+    est = _FakeEstimator(batch_size=4, before_grouping=odd_first)
+    real = est.result_from_maps
+
+    def grouped_then_flagged(maps, index, **where):
+        result = real(maps, index, **where)
+        done[index].set()
+        return result
+
+    est.result_from_maps = grouped_then_flagged
     sink = _Sink()
-    times = run_pipeline(_items(20), est, sink, grouping_workers=4)
+    times = run_pipeline(_items(20), est, sink, grouping_workers=2)
+    assert est.grouped == [i ^ 1 for i in range(20)]  # finished out of order: 1, 0, 3, 2...
     assert sink.seen == list(range(20))
     assert times.items == 20 and times.failures == []
     assert [r.timestamp for r in sink.results] == [i / 10 for i in range(20)]

@@ -10,8 +10,9 @@ clip, annotations and results), with the tiny checkpoint at FAST settings. After
 world's file tree is compared with what it was, whatever the exit code:
 
 * every input is byte-identical (sha256);
-* every path created, changed or deleted is one a plan of that run declared (the run's
-  `FileScope`s, caught as they are sealed: `declared_paths()`);
+* every path created, changed or deleted is one a plan of that run declared (the scopes its
+  `OutputPlan`s made, caught as they are made: `declared_paths()`; a writer's own fallback
+  scope does not count);
 * no temporary, lock or probe file is left;
 * stderr holds no traceback, and the exit code is one of the README's.
 
@@ -198,21 +199,27 @@ def inputs_of(argv: list[str]) -> set[str]:
 
 
 class Declared:
-    """Every FileScope sealed while a run lasts (caught by wrapping `FileScope.seal`), and the
-    union of the paths they declared."""
+    """The file scopes the run's output plans made (caught by wrapping `OutputPlan.scope`, which
+    `check()` returns), and the union of the paths they declared.
+
+    Only the plans' own scopes count: a writer that built a scope of its own (`FileScope.of`, the
+    fallback for library callers) instead of the one its plan checked would declare whatever it
+    writes, and would pass a check against every sealed scope. The caches' scopes write under
+    $AEPOSE_HOME, outside the world."""
 
     def __init__(self, monkeypatch) -> None:
-        from aepose_cli.io.filesystem import FileScope
+        from aepose_cli.io.output_plan import OutputPlan
 
         self.scopes: list = []
-        seal = FileScope.seal
+        make_scope = OutputPlan.scope
         scopes = self.scopes
 
-        def recording_seal(scope):
+        def recording_scope(plan):
+            scope = make_scope(plan)
             scopes.append(scope)
-            return seal(scope)
+            return scope
 
-        monkeypatch.setattr(FileScope, "seal", recording_seal)
+        monkeypatch.setattr(OutputPlan, "scope", recording_scope)
 
     def paths(self) -> set[str]:
         return set().union(*(scope.declared_paths() for scope in self.scopes))

@@ -9,10 +9,13 @@ the COCO JSON (image ids, annotation ids, order, every float), which is what a u
 Videos: a folder of videos (one broken) on Ray, one task per video, gives the single engine's
 JSON and MP4 files byte for byte.
 
-Faults: a network actor SIGKILLed part-way (found by its Ray process name in /proc) must be
-restarted and its batches retried, giving the same JSON; a driver SIGKILLed part-way leaves
-its journal, which `--skip-existing` finishes (with the single engine: the journal is the
-same whichever engine wrote it).
+Faults: a network actor SIGKILLed while it holds a batch must be restarted and that batch
+retried, giving the same JSON; a driver SIGKILLed part-way leaves its journal, which
+`--skip-existing` finishes (with the single engine: the journal is the same whichever engine
+wrote it). To know what an actor holds, those runs wrap the actor class in the command's process
+(`_start_logged`): each call is logged with the batch and the actor's pid as it starts and ends.
+The victim is frozen first (SIGSTOP), its batch checked to be still unfinished, then killed:
+a run that is fast never makes the test race its end.
 """
 from __future__ import annotations
 
@@ -37,13 +40,18 @@ from cli_helpers import (
     MINI_VAL_ANN,
     MODEL,
     ZIDANE,
+    assert_exit_code,
     assert_ok,
     assert_one_line_error,
     cli_command,
     cli_env,
     describe,
+    finish,
+    freeze_when,
     load_json,
     run_cli,
+    run_main_after,
+    wait_until,
 )
 from paths import needs_shared
 
@@ -143,39 +151,90 @@ def _journal_records(journal: Path) -> int:
     return sum(1 for line in lines if line.endswith("}"))
 
 
-def _wait_for_records(journal: Path, proc: subprocess.Popen, count: int, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {count} record(s): {proc.stderr.read()}")
-        if _journal_records(journal) >= count:
-            return
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail(f"{journal} did not reach {count} records in {timeout_s} s")
+# The command, with the actor class `kind` wrapped so that every call logs "start|end SEQS PID".
+# The wrapper is defined in the command's __main__, so Ray ships it to the workers by value; the
+# class it wraps is aepose's own, imported there as usual. Only Ray Data's map_batches is told to
+# take the wrapper where aepose names the class: aepose's modules are left as they are.
+_LOGGED = """
+import os
+import ray.data
+import aepose_cli.engines.ray as engine
+
+def _note(what, batch):
+    seqs = ",".join(str(int(s)) for s in batch["seq"])
+    with open({log!r}, "a") as handle:
+        handle.write(f"{{what}} {{seqs}} {{os.getpid()}}\\n")
+
+class Logged(engine.{kind}):
+    def __call__(self, batch):
+        _note("start", batch)
+        answer = super().__call__(batch)
+        _note("end", batch)
+        return answer
+
+_map_batches = ray.data.Dataset.map_batches
+
+def map_batches(self, fn, *args, **kwargs):
+    return _map_batches(self, Logged if fn is engine.{kind} else fn, *args, **kwargs)
+
+ray.data.Dataset.map_batches = map_batches
+from aepose_cli.cli.main import main
+main({argv!r})
+"""
+
+
+def _start_logged(kind: str, log: Path, *args) -> subprocess.Popen:
+    code = _LOGGED.format(log=str(log), kind=kind, argv=[str(a) for a in args])
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+
+
+def _calls(log: Path) -> list[tuple[str, str, int]]:
+    """(start|end, seqs, pid) of every logged call, in order."""
+    if not log.exists():
+        return []
+    return [(what, seqs, int(pid)) for what, seqs, pid in (line.split() for line in log.read_text().splitlines() if line.count(" ") == 2)]
+
+
+def _unfinished(log: Path) -> list[tuple[str, int]]:
+    """(seqs, pid) of the calls that started and have not ended."""
+    calls = _calls(log)
+    return [(seqs, pid) for what, seqs, pid in calls if what == "start" and ("end", seqs, pid) not in calls]
+
+
+def _kill_an_actor_holding_work(run: subprocess.Popen, log: Path, ready=lambda: True) -> tuple[str, int]:
+    """Freeze an actor as soon as it holds an unfinished call (and `ready()`), check that the call
+    is still unfinished, and kill it; an actor that finished in between is let go and the next
+    call waited for. Returns the (seqs, pid) killed."""
+    while True:
+        wait_until(run, lambda: bool(_unfinished(log)) and ready(), "an actor holding an unfinished call")
+        seqs, pid = _unfinished(log)[0]
+        os.kill(pid, signal.SIGSTOP)
+        if (seqs, pid) in _unfinished(log):  # frozen mid-call: its answer cannot come now
+            os.kill(pid, signal.SIGKILL)
+            return seqs, pid
+        os.kill(pid, signal.SIGCONT)
+
+
+def _retried_elsewhere(log: Path, seqs: str, dead: int) -> list[int]:
+    """The other actors (pids) that ran the dead actor's call to its end."""
+    calls = _calls(log)
+    assert ("end", seqs, dead) not in calls, "the killed actor finished its call"
+    return sorted({pid for what, s, pid in calls if what == "end" and s == seqs and pid != dead})
 
 
 @needs_ray
-def test_a_killed_network_actor_is_restarted_and_its_items_retried(cluster, photos, single_run):
+def test_a_killed_network_actor_is_restarted_and_its_batch_retried(cluster, photos, single_run, tmp_path):
     single_out, _ = single_run
     json_out = photos.parent / "killed-actor.json"
-    run = subprocess.Popen(
-        cli_command("folder", photos, *SETTINGS, *_ray(cluster, "--workers", "1"), "--no-images", "--json", json_out),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )
+    log = tmp_path / "calls.log"
+    run = _start_logged("NetworkWorker", log, "folder", photos, *SETTINGS, *_ray(cluster, "--workers", "1"), "--no-images", "--json", json_out)
     try:
-        _wait_for_records(Path(f"{json_out}.partial.jsonl"), run, 2)
-        victims = _actor_pids("NetworkWorker")
-        assert len(victims) == 1, f"expected one network actor, found {victims}"
-        os.kill(victims[0], signal.SIGKILL)
-        assert run.poll() is None and _journal_records(Path(f"{json_out}.partial.jsonl")) < len(PHOTOS), "killed too late"
-        stdout, stderr = run.communicate(timeout=300)
+        seqs, dead = _kill_an_actor_holding_work(run, log)
     finally:
-        if run.poll() is None:
-            run.kill()
-    proc = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
-    assert proc.returncode == 1, describe(proc)  # the broken file, nothing else
+        proc = finish(run)
+    assert_exit_code(proc, 1)  # the broken file, nothing else
     assert f"{len(PHOTOS)} image(s) done, 1 failed" in proc.stderr, describe(proc)
+    assert _retried_elsewhere(log, seqs, dead), f"batch {seqs} of the killed actor {dead} was not retried: {_calls(log)}"
     assert json_out.read_bytes() == (single_out / "photos.json").read_bytes()
 
 
@@ -189,18 +248,15 @@ def test_a_killed_driver_leaves_a_journal_that_skip_existing_finishes(cluster, p
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
     try:
-        _wait_for_records(journal, run, 2)
-        run.send_signal(signal.SIGSTOP)  # frozen first, so the kill lands on an unfinished run
+        freeze_when(run, lambda: _journal_records(journal) >= 2, "2 journal records")  # the kill lands on an unfinished run
         done = _journal_records(journal)
         run.kill()
-        run.communicate(timeout=60)
     finally:
-        if run.poll() is None:
-            run.kill()
+        finish(run)
     assert 2 <= done < len(PHOTOS) and not json_out.exists()
     # Finished by the single engine: the journal is the same whichever engine wrote it.
     proc = run_cli("folder", photos, *SETTINGS, "--no-images", "--json", json_out, "--skip-existing")
-    assert proc.returncode == 1, describe(proc)
+    assert_exit_code(proc, 1)
     assert f"resuming: {done} of {len(PHOTOS) + 1} images already done" in proc.stderr, describe(proc)
     assert json_out.read_bytes() == (single_out / "photos.json").read_bytes()
     assert not journal.exists()
@@ -248,21 +304,6 @@ def test_several_videos_on_ray_equal_the_single_engines(cluster, tmp_path):
             assert json.loads((tmp_path / "ray" / name).read_bytes())["images"], name
 
 
-def _actor_pids(kind: str) -> list[int]:
-    """Processes of Ray actors of this class, by the name Ray gives them (`ray::...<kind>...`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline.startswith("ray::") and kind in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 @needs_ray
 def test_a_video_whose_worker_is_killed_is_redone_without_leftovers(cluster, tmp_path):
     """The video actor SIGKILLed mid-video: Ray restarts it, the video is done again from the
@@ -273,26 +314,19 @@ def test_a_video_whose_worker_is_killed_is_redone_without_leftovers(cluster, tmp
     args = ["video", clip, "--end", "8", *SETTINGS]
     assert_ok(run_cli(*args, "--out", f"{tmp_path / 'single'}/"))
     out = tmp_path / "ray"
-    run = subprocess.Popen(
-        cli_command(*args, "--out", f"{out}/", *_ray(cluster, "--workers", "1")),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )
+    log = tmp_path / "calls.log"
+    run = _start_logged("TaskWorker", log, *args, "--out", f"{out}/", *_ray(cluster, "--workers", "1"))
+
+    def encoder_file_written() -> bool:  # the encoder creates its file once its look-ahead is full
+        return any(p.stat().st_size for p in out.glob("walk.pose.mp4.part-*.mp4")) if out.is_dir() else False
+
     try:
-        # The encoder creates its file once its look-ahead is full: kill after that.
-        deadline = time.monotonic() + 180
-        while not any(p.stat().st_size for p in out.glob("walk.pose.mp4.part-*.mp4")) if out.is_dir() else True:
-            if run.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"no encoder temporary seen before the run ended: {run.stderr.read() if run.poll() is not None else 'timeout'}")
-            time.sleep(0.02)
-        victims = _actor_pids("TaskWorker")  # the actor that runs each video's task (RayRunner.map)
-        assert len(victims) == 1, f"expected one video actor, found {victims}"
-        os.kill(victims[0], signal.SIGKILL)
-        assert run.poll() is None and not (out / "walk.pose.mp4").exists(), "killed too late"
-        stdout, stderr = run.communicate(timeout=300)
+        seqs, dead = _kill_an_actor_holding_work(run, log, ready=encoder_file_written)
+        assert not (out / "walk.pose.mp4").exists()  # the frozen task had not finished the video
     finally:
-        if run.poll() is None:
-            run.kill()
-    assert_ok(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr))
+        proc = finish(run)
+    assert_ok(proc)
+    assert _retried_elsewhere(log, seqs, dead), f"the video task of the killed actor {dead} was not redone: {_calls(log)}"
     assert sorted(p.name for p in out.iterdir()) == ["walk.pose.json", "walk.pose.mp4"]
     for name in ("walk.pose.json", "walk.pose.mp4"):
         assert (out / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
@@ -312,8 +346,9 @@ def test_the_driver_gets_each_batch_as_soon_as_it_is_done(cluster, tmp_path):
         import numpy as np
 
         waited = []
-        for seq in batch["seq"]:  # the second row waits (up to 20 s) for the first to be received
-            deadline = time.monotonic() + (20 if seq == 1 else 0)
+        for seq in batch["seq"]:  # the second row waits for the first to be received
+            # (a hang guard only: held back, the first row would never come, and the test fails)
+            deadline = time.monotonic() + (300 if seq == 1 else 0)
             while not os.path.exists(flag) and time.monotonic() < deadline:
                 time.sleep(0.05)
             waited.append(os.path.exists(flag))
@@ -335,7 +370,7 @@ def test_a_cluster_without_the_gpus_asked_for_is_one_line(cluster, photos, tmp_p
     """Ray has started (joined) when this is found: none of its own lines may reach stderr."""
     on_gpus = [arg for arg in SETTINGS if arg not in ("--device", "cpu")]  # the device follows --gpus-per-worker
     proc = run_cli("folder", photos, *on_gpus, *_ray(cluster, "--gpus-per-worker", "1"), "--no-images", "--json", tmp_path / "x.json")
-    assert_one_line_error(proc, "--gpus-per-worker 1", "need 1 GPU(s)", "has 0")
+    assert_one_line_error(proc, "--gpus-per-worker 1", "need 1 GPU(s)", "has 0", code=7)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -376,23 +411,17 @@ def test_a_local_rays_workers_start_with_malloc_tuned_and_the_driver_keeps_its_e
     assert driver == "glibc.cpu.x86_shstk=off", seen
 
 
-def _cli_in_process(prelude: str, *args, epilogue: str = "") -> subprocess.CompletedProcess:
-    """`aepose ARGS` called in a fresh interpreter after `prelude`, then `epilogue`."""
-    code = f"{prelude}\nfrom aepose_cli.cli.main import main\ntry:\n    main({[str(a) for a in args]!r})\nfinally:\n    {epilogue or 'pass'}"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=300)
-
-
 def test_engine_ray_without_ray_is_one_line(tmp_path):
     # sys.modules[name] = None is how Python spells "this package cannot be imported".
     shutil.copy(ZIDANE, tmp_path / "z.jpg")
-    proc = _cli_in_process("import sys; sys.modules['ray'] = None", "folder", tmp_path, *SETTINGS, "--engine", "ray", "--json", tmp_path / "z.json")
-    assert_one_line_error(proc, "--engine ray", "pip install 'aepose-cli[ray]'")
+    proc = run_main_after("import sys; sys.modules['ray'] = None", "folder", tmp_path, *SETTINGS, "--engine", "ray", "--json", tmp_path / "z.json")
+    assert_one_line_error(proc, "--engine ray", "pip install 'aepose-cli[ray]'", code=7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.jpg"]
 
 
 def test_the_single_engine_never_imports_ray(tmp_path):
     shutil.copy(ZIDANE, tmp_path / "z.jpg")
-    proc = _cli_in_process(
+    proc = run_main_after(
         "import sys, aepose_cli", "folder", tmp_path, *SETTINGS, "--no-images", "--json", tmp_path / "z.json",
         epilogue="print('ray modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))",
     )
@@ -402,4 +431,4 @@ def test_the_single_engine_never_imports_ray(tmp_path):
 
 def test_ray_flags_need_engine_ray(tmp_path):
     proc = run_cli("folder", tmp_path, *SETTINGS, "--workers", "2", "--ray-address", "auto")
-    assert_one_line_error(proc, "--workers, --ray-address", "--engine ray")
+    assert_one_line_error(proc, "--workers, --ray-address", "--engine ray", code=2)

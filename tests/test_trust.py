@@ -29,12 +29,14 @@ from cli_helpers import (
     GOLDEN,
     MINI_VAL_ANN,
     TINY_CHECKPOINT,
+    assert_exit_code,
     assert_one_line_error,
     cli_command,
     cli_env,
     describe,
     freeze_when,
     load_json,
+    mounted_tmpfs,
     run_cli,
     run_in_process,
     start_cli,
@@ -66,13 +68,11 @@ def leftovers(root: Path) -> list[str]:
 
 
 def refused(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
-    line = assert_one_line_error(proc, *fragments)
-    assert proc.returncode == code, describe(proc)
-    return line
+    return assert_one_line_error(proc, *fragments, code=code)
 
 
 def assert_done(proc: subprocess.CompletedProcess, code: int = 0) -> None:
-    assert proc.returncode == code, describe(proc)
+    assert_exit_code(proc, code)
     assert "Traceback" not in proc.stderr + proc.stdout, describe(proc)
 
 
@@ -577,35 +577,16 @@ def test_export_static_beyond_the_canvas_cap_is_one_line_without_allocating(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
-def _mounted(where: Path, options: str):
-    import contextlib
-
-    @contextlib.contextmanager
-    def mounted():
-        where.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-        try:
-            yield where
-        finally:
-            subprocess.run(["umount", "-l", str(where)], check=False)
-
-    return mounted()
-
-
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_to_a_full_disk_is_exit_6_and_leaves_nothing(tmp_path, fmt):
-    with _mounted(tmp_path / "full", "size=64k"):
+    with mounted_tmpfs(tmp_path / "full", "size=64k"):
         proc = run_in_process("export", "--checkpoint", TINY_CHECKPOINT, "--format", fmt, "--out", "full/net.bin", cwd=tmp_path)
         refused(proc, 6, "full/net.bin", "no space left on device")
         assert list((tmp_path / "full").iterdir()) == []
 
 
 def test_export_to_a_read_only_folder_is_exit_6_before_the_model_loads(tmp_path):
-    with _mounted(tmp_path / "ro", "size=64k,ro"):
+    with mounted_tmpfs(tmp_path / "ro", "size=64k,ro"):
         proc = run_in_process("export", "--checkpoint", "missing.pth", "--format", "onnx", "--out", "ro/net.onnx", cwd=tmp_path)
         refused(proc, 6, "ro/net.onnx", "read-only file system")
 
@@ -631,6 +612,43 @@ def test_an_address_where_nothing_listens_is_exit_7_within_the_timeout(tmp_path)
     proc = run_cli("folder", str(COCO_IMAGES), "--out", tmp_path / "o", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", *FAST, timeout=120)
     refused(proc, 7, f"--ray-address 127.0.0.1:{port}", "cannot connect")
     assert time.monotonic() - started < 100
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.ray
+def test_an_address_where_something_else_listens_is_exit_7_within_the_timeout(tmp_path):
+    """A port that accepts the connection and never speaks Ray's gRPC (a stale forward, another
+    server): `ray.init` waited there for minutes; our own check answers within its timeout."""
+    pytest.importorskip("ray")
+    import socket
+    import threading
+
+    from aepose_cli.config import RAY_CONNECT_TIMEOUT_S
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        try:
+            while True:
+                accepted.append(server.accept()[0])  # and never answer
+        except OSError:
+            return
+
+    threading.Thread(target=accept, daemon=True).start()
+    started = time.monotonic()
+    try:
+        proc = run_in_process("folder", str(COCO_IMAGES), "--out", tmp_path / "o", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", *FAST)
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    refused(proc, 7, f"--ray-address 127.0.0.1:{port}", "cannot connect", f"no answer within {RAY_CONNECT_TIMEOUT_S:g} s")
+    assert accepted, "the check never connected"
+    assert time.monotonic() - started < RAY_CONNECT_TIMEOUT_S + 30
     assert list(tmp_path.iterdir()) == []
 
 

@@ -169,6 +169,17 @@ def test_fetch_without_cache_argument_downloads_into_aepose_home(monkeypatch, tm
     assert is_cached(model)
 
 
+def test_download_url_is_the_official_one_unless_a_mirror_is_named(monkeypatch):
+    model = zoo_model("hrnet_w32_aic")
+    monkeypatch.delenv("AEPOSE_DOWNLOAD_BASE_URL", raising=False)
+    assert zoo.download_url(model) == model.url
+    monkeypatch.setenv("AEPOSE_DOWNLOAD_BASE_URL", "")
+    assert zoo.download_url(model) == model.url
+    for base in ("http://mirror.lan/aepose", "http://mirror.lan/aepose/"):
+        monkeypatch.setenv("AEPOSE_DOWNLOAD_BASE_URL", base)
+        assert zoo.download_url(model) == "http://mirror.lan/aepose/hrnet_w32_aic_512x512-77e2a98a_20210131.pth"
+
+
 # --------------------------------------------------------------------------------------------
 # Downloads
 

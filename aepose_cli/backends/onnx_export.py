@@ -96,6 +96,8 @@ def export_onnx(
                 dynamic_axes=dynamic_axes,
                 **exporter_choice,
             )
+    except OSError:
+        raise  # the file cannot be written (a full disk): an output's failure, not the exporter's
     except Exception as exc:  # the exporter raises many types (OnnxExporterError, RuntimeError...)
         raise BackendError(f"cannot export the network to ONNX (opset {opset}): {_first_line(exc)}") from None
     finally:

@@ -38,13 +38,13 @@ class OpenVinoBackend:
     def graph_outputs(self) -> list[tuple[str, list]]:
         return [(node.get_any_name(), _dims(node.get_partial_shape())) for node in self.model.outputs]
 
-
-def _dims(shape) -> list:
-    """A partial shape's dimensions: numbers where static, None where dynamic."""
-    return [dim.get_length() if dim.is_static else None for dim in shape]
-
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         self.request.infer({0: array})
         # The output tensor's memory belongs to the request; copy before the next call reuses it.
         return torch.from_numpy(np.array(self.request.get_output_tensor(0).data, copy=True))
+
+
+def _dims(shape) -> list:
+    """A partial shape's dimensions: numbers where static, None where dynamic."""
+    return [dim.get_length() if dim.is_static else None for dim in shape]

@@ -154,7 +154,7 @@ def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
 
     Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
     """
-    from ..zoo import checkpoint_path, zoo_models
+    from ..zoo import checkpoint_path, download_url, zoo_models
 
     table = Table(title="aepose model zoo (AP: published val, flip test)")
     table.add_column("name", style="bold", no_wrap=True)
@@ -177,6 +177,6 @@ def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
             "yes" if path.is_file() else "no",
         ]
         if urls:
-            row += [str(path), model.url]
+            row += [str(path), download_url(model)]
         table.add_row(*row)
     return table

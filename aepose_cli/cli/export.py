@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..config import MAX_CANVAS_SIDE
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..types import Progress
 
 FORMATS = ("onnx", "torchscript")
@@ -66,7 +66,8 @@ def run_export(
     if checkpoint is not None and out.exists() and Path(checkpoint).exists() and out.resolve() == Path(checkpoint).resolve():
         raise ConfigError(f"--out {out} is the input checkpoint; choose another file")
     if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+        # An output that cannot be written (README: exit 6), as the other commands' output plan says it.
+        raise OutputError(f"--out {out}: folder {out.parent} does not exist")
     plan = OutputPlan()
     if checkpoint is not None:
         plan.add_input(checkpoint)

@@ -131,4 +131,4 @@ def require_engine(engine: EngineConfig | None) -> None:
     """Fail before any work (before outputs are planned or a model loads) when the engine's
     package is missing: `--engine ray` without Ray is one line naming the extra."""
     if engine is not None and engine.engine == "ray":
-        import aepose_cli.engines.ray  # noqa: F401  (MissingDependencyError when Ray is absent)
+        import aepose_cli.engines.ray  # noqa: F401  (EngineError when Ray is absent)

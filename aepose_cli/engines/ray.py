@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..config import EngineConfig, InferenceConfig, ModelChoice, check_engine_device
-from ..errors import AeposeError, EngineError, MissingDependencyError
+from ..errors import AeposeError, EngineError
 from ..types import Progress, Sink, StageTimes, WorkItem
 from . import stages
 from .single import SingleRunner
@@ -58,7 +58,8 @@ try:
     import ray.data
     from ray import cloudpickle
 except ImportError:
-    raise MissingDependencyError("--engine ray needs Ray, which is not installed (pip install 'aepose-cli[ray]')") from None
+    # `--engine ray` cannot run (README: exit 7), as a backend whose package is missing is exit 5.
+    raise EngineError("--engine ray needs Ray, which is not installed (pip install 'aepose-cli[ray]')") from None
 
 from .ray_session import ray_session  # noqa: E402  (after the check above: names the missing extra)
 

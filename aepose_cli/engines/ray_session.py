@@ -27,13 +27,13 @@ import warnings
 from collections.abc import Iterator
 
 from ..config import RAY_CONNECT_TIMEOUT_S, EngineConfig
-from ..errors import EngineError, MissingDependencyError
+from ..errors import EngineError
 
 try:
     import ray
     import ray.data
 except ImportError:
-    raise MissingDependencyError("--engine ray needs Ray, which is not installed (pip install 'aepose-cli[ray]')") from None
+    raise EngineError("--engine ray needs Ray, which is not installed (pip install 'aepose-cli[ray]')") from None
 
 # The loggers Ray writes to the console with; quietened while a run uses Ray (the command's own
 # progress bar and messages are what the user reads; Ray's logs stay in its session folder).
@@ -107,20 +107,43 @@ def _init(engine: EngineConfig, quiet: bool = True) -> None:
 
 
 def _check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """Refuse, within `timeout_s`, an address where nothing answers: `ray.init` would retry for
-    minutes without a word (`127.0.0.1:1`, a host that is down). 'auto' (and addresses without a
-    port) are left to Ray, which finds a local cluster or says there is none."""
+    """Refuse, within `timeout_s`, an address where no Ray answers: `ray.init` would retry for
+    minutes without a word where nothing listens (`127.0.0.1:1`, a host that is down), and
+    hangs where something listens that is not Ray (a web server, a stale port forward). Ray's
+    GCS and its client server speak gRPC, so the address must answer HTTP/2's connection
+    preface with a SETTINGS frame within the timeout (unless Ray's TLS is on: then only the TCP
+    connection is checked). 'auto' (and addresses without a port) are left to Ray, which finds a
+    local cluster or says there is none."""
     import socket
+    import time
 
     host, port = _host_port(address)
     if host is None:
         return
+    deadline = time.monotonic() + timeout_s
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            connection.sendall(_HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = connection.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except OSError as error:
         reason = f"no answer within {timeout_s:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
         raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there ({reason})") from None
+    if len(head) < 9 or head[3] != _HTTP2_SETTINGS:
+        raise EngineError(f"--ray-address {address}: cannot connect to a Ray cluster there (what answers does not speak Ray's gRPC)")
+
+
+# HTTP/2's client connection preface and an empty SETTINGS frame; a gRPC server answers with a
+# SETTINGS frame of its own (frame header: 3 bytes length, 1 byte type = 4, flags, stream id).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
 
 
 def _host_port(address: str) -> tuple[str | None, int]:

@@ -20,13 +20,11 @@ from ..types import FrameResult, Pose
 from .atomic import atomic_output
 from .filesystem import FileScope
 from .jsonlines import JournalBusy, JournalCorrupt, LineLog, dumps, iter_records, open_resumable, track_fields
-from .output_paths import journal_path
+from .output_paths import JOURNAL_MAGIC, journal_path
 
 JSON_STYLES: tuple[str, ...] = ("dataset", "results")
 PERSON_CATEGORY_ID = 1
 _JOURNAL_FORMAT = 2
-# How every journal of this tool begins (its header's first key): the mark that it is ours.
-JOURNAL_MAGIC = b'{"aepose_journal":'
 
 
 def is_own_journal(path: str | os.PathLike[str]) -> bool:

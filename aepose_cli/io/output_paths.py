@@ -65,6 +65,11 @@ def resolve_output(
     return output
 
 
+# How every journal of this tool begins (its header's first key): the mark that it is ours.
+# Here, beside the journal's name, so that the output plan reads it without importing the writer.
+JOURNAL_MAGIC = b'{"aepose_journal":'
+
+
 def journal_path(output: str | os.PathLike[str]) -> Path:
     """The journal of a streamed COCO JSON output: `OUTPUT.partial.jsonl` (`io.coco_json`)."""
     output = Path(output)

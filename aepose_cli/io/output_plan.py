@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, OutputError
 from .filesystem import FileScope, LockBusy, NotOurs, lock_path, probe_writable, real
-from .output_paths import journal_path, partial_name
+from .output_paths import JOURNAL_MAGIC, journal_path, partial_name
 
 __all__ = ["InputFolder", "InputPattern", "OutputPlan", "entered", "real"]
 
@@ -233,8 +233,6 @@ def is_journal_or_empty(path: str | os.PathLike[str]) -> bool:
     """An aepose journal (its first line the header `{"aepose_journal":...`, as `io.coco_json`
     writes it), or empty; never a FIFO or anything but a regular file (not opened then)."""
     import stat
-
-    from .coco_json import JOURNAL_MAGIC
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):

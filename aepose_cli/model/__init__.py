@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,11 @@ def load_checkpoint_state(path: str | Path, data: bytes | None = None) -> tuple[
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         source = path if data is None else io.BytesIO(data)
-        obj = torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch < 2.3 warns about its own TypedStorage use while it loads; nothing the
+            # caller did, and nothing they can act on (the filter ends with the load).
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         text = str(exc).strip()
         if "Weights only load failed" in text or "weights_only" in text:
