@@ -300,12 +300,10 @@ def _relative_to(path: Path, folder: Path) -> str:
 
 def drawing_record(plan: ImagesPlan, draw_cfg: DrawConfig) -> dict[str, Any]:
     """What a folder run's JSON records of its drawing (`info.aepose.drawing`): the threshold
-    (it decides the JSON's visibility flags), and the widths as given ("auto" or a number) when
-    the run draws images, so that a resumed run does not mix two looks in one folder."""
-    record = draw_cfg.recorded()
-    if not any(target is not None for target in plan.targets.values()):
-        record = {"kpt_thr": record["kpt_thr"]}
-    return record
+    (it decides the JSON's visibility flags) and the widths as given ("auto" or a number), so
+    that a resumed run does not mix two looks in one folder. The same with or without drawn
+    images, so the JSON of a run does not depend on `--no-images`."""
+    return draw_cfg.recorded()
 
 
 def finished_json(plan: ImagesPlan, produced_by: dict) -> tuple[dict[str, Any], bool]:
