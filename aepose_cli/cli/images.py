@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..config import DrawConfig, EngineConfig, ImageIds, InferenceConfig, ModelChoice
 from ..io.output_plan import entered
-from ..jobs.images import ImagesOutcome, drawing_record, image_ids_record, plan_folder, plan_images, run_images
+from ..jobs.images import ImagesOutcome, image_ids_record, plan_folder, plan_images, run_images
 from .console import Bars, DownloadBar, err_console, report_failures
 from .runtime import build_runner, require_engine
 
@@ -43,7 +43,9 @@ def run_folder(
         journaled = plan.json_path is not None or plan.csv_path is not None
         produced_by = provenance(folder, plan.keys, model, config, progress=DownloadBar()) if journaled else None
         if produced_by is not None:
-            produced_by["drawing"] = drawing_record(plan, draw_cfg)
+            # The threshold decides the JSON's visibility flags; the widths ("auto" or as given)
+            # keep a resumed run from mixing two looks. The same with or without drawn images.
+            produced_by["drawing"] = draw_cfg.recorded()
             if image_ids is not None and image_ids.kind != "sequential":  # the default is recorded by its absence
                 produced_by["image_ids"] = image_ids_record(image_ids)
         seed = None

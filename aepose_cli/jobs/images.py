@@ -298,14 +298,6 @@ def _relative_to(path: Path, folder: Path) -> str:
         return Path(os.path.abspath(path)).as_posix()
 
 
-def drawing_record(plan: ImagesPlan, draw_cfg: DrawConfig) -> dict[str, Any]:
-    """What a folder run's JSON records of its drawing (`info.aepose.drawing`): the threshold
-    (it decides the JSON's visibility flags) and the widths as given ("auto" or a number), so
-    that a resumed run does not mix two looks in one folder. The same with or without drawn
-    images, so the JSON of a run does not depend on `--no-images`."""
-    return draw_cfg.recorded()
-
-
 def finished_json(plan: ImagesPlan, produced_by: dict) -> tuple[dict[str, Any], bool]:
     """A complete JSON met by `--skip-existing`: its content (to seed the journal with: its
     images are kept, the failed or new ones are done) and whether it covers every image of the
