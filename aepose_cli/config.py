@@ -13,6 +13,15 @@ from pathlib import Path
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# The mmpose 0.x associative-embedding families aepose runs (`aepose_cli.model`), and what users
+# call them (messages, tables, `aepose models --family`).
+FAMILIES = {
+    "hrnet": "HRNet",
+    "higherhrnet": "HigherHRNet",
+    "resnet": "ResNet",
+    "mobilenetv2": "MobileNetV2",
+    "hourglass": "Hourglass-AE",
+}
 # Who runs the network (`aepose_cli.backends`), and what `--backend` accepts: those or "auto".
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -24,6 +33,10 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # scale 4; an extreme aspect ratio (a 2x300 strip would need a 512x76800 canvas) is refused
 # instead of becoming a gigabyte tensor.
 MAX_CANVAS_SIDE = 4096
+# The test-time input size (`InferenceConfig.input_size`): every published model uses 512 or 640.
+DEFAULT_INPUT_SIZE = 512
+MIN_INPUT_SIZE = 128
+MAX_INPUT_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -32,7 +45,13 @@ class InferenceConfig:
 
     scales: tuple[float, ...] = (1.0,)
     flip: bool = True
-    input_size: int = 512
+    # The model's test-time input size (mmpose's `data_cfg.image_size`: the short side of the
+    # scale-1 canvas, 512 or 640 for the published models) and whether it runs with UDP
+    # (`test_cfg.use_udp`). None: what the model says (`model_settings`: its zoo entry or its
+    # checkpoint's metadata; 512 and no UDP for a model that says nothing). An engine given None
+    # without a model resolution uses 512 and no UDP.
+    input_size: int | None = None
+    use_udp: bool | None = None
     size_divisor: int = 64
     max_people: int = 30
     detection_threshold: float = 0.1
@@ -86,6 +105,21 @@ class InferenceConfig:
             raise ConfigError("--threads must be at least 1")
         if self.pose_nms is not None and not 0 < self.pose_nms <= 1:
             raise ConfigError("--pose-nms must be in (0, 1]")
+        if self.input_size is not None and not (isinstance(self.input_size, int) and MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE and self.input_size % self.size_divisor == 0):
+            raise ConfigError(
+                f"--input-size must be a multiple of {self.size_divisor} in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}] "
+                f"(the published models: 512 or 640), got {self.input_size}"
+            )
+
+    @property
+    def canvas_input_size(self) -> int:
+        """The input size preprocessing uses: the resolved one, else 512."""
+        return self.input_size if self.input_size is not None else DEFAULT_INPUT_SIZE
+
+    @property
+    def udp(self) -> bool:
+        """Whether this run uses UDP (resolved, else no)."""
+        return bool(self.use_udp)
 
 
 @dataclass(frozen=True)
@@ -214,8 +248,10 @@ def check_engine_device(config: InferenceConfig, engine: EngineConfig) -> None:
 @dataclass(frozen=True)
 class ModelChoice:
     """Which model a run uses: a zoo model `name` (None: the default), a local `checkpoint`
-    (never touches the network), the `keypoints` set's name (None: chosen by the checkpoint's
-    number of joints). The CLI's `--model`, `--checkpoint`, `--keypoints` as given."""
+    (never touches the network), the `keypoints` set's name (None: the zoo entry's, the
+    checkpoint metadata's, else chosen by its number of joints). The CLI's `--model`,
+    `--checkpoint`, `--keypoints` as given (`--input-size` and `--udp` are the
+    `InferenceConfig`'s)."""
 
     name: str | None = None
     checkpoint: Path | None = None

@@ -20,24 +20,34 @@ from .errors import CheckpointError
 from .grouping import group, poses_from
 from .inference import InferenceEngine, resolve_device
 from .io.sources import read_image
-from .keypoints import KeypointSet, keypoint_set, keypoint_set_for
+from .keypoints import KeypointSet
 from .model import AENet, build_from_checkpoint
+from .model_settings import ModelSettings, resolve_settings
 from .oks import oks_nms
 from .types import AggregatedMaps, FrameResult, Pose, Progress
-from .zoo import ZooModel, checkpoint_sha256, resolve_checkpoint
+from .zoo import ZooModel, checkpoint_sha256, resolve_checkpoint, zoo_model_for_file
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
     """A model located, read and checked: the network built from the checkpoint, its keypoint
-    set, its zoo entry (None for a local checkpoint), the file, and (when asked for) the file's
-    bytes, for a worker that has no access to the file."""
+    set, its zoo entry (None for a local checkpoint that is no published one), the file, the
+    settings the tensors do not say (input size, UDP; `model_settings`), and (when asked for)
+    the file's bytes, for a worker that has no access to the file."""
 
     net: AENet
     keypoints: KeypointSet
     zoo_entry: ZooModel | None
     path: Path
     data: bytes | None = None
+    settings: ModelSettings | None = None
+
+    def configured(self, config: InferenceConfig) -> InferenceConfig:
+        """`config` with this model's input size and UDP flag filled in (where it left them to
+        the model): the config every engine of this model runs with."""
+        if self.settings is None:
+            return config
+        return replace(config, input_size=self.settings.input_size, use_udp=self.settings.use_udp)
 
     def sha256_for(self, backend: str) -> str | None:
         """The checkpoint's sha256 where `backend` needs it to name its cached ONNX graph
@@ -52,20 +62,30 @@ def resolve_model(
     *,
     progress: Progress | None = None,
     keep_bytes: bool = False,
+    input_size: int | None = None,
+    use_udp: bool | None = None,
 ) -> ResolvedModel:
     """The one resolution of a model name and/or checkpoint file: the zoo model fetched into the
     cache if needed (`progress`: where the download shows; None: nowhere), the network built
-    from the checkpoint's tensors, the keypoint set chosen (see `keypoints_of`). `keep_bytes`:
-    read the file once and keep its bytes (the network is built from them)."""
+    from the checkpoint's tensors (any family), the settings its tensors do not say and the
+    keypoint set (`model_settings.resolve_settings`: `keypoints`, `input_size` and `use_udp`
+    as given win; None leaves them to the zoo entry, the checkpoint's metadata, the defaults).
+    A local checkpoint with a published file name is that zoo model. `keep_bytes`: read the
+    file once and keep its bytes (the network is built from them)."""
     path, zoo_entry = resolve_checkpoint(model, checkpoint, progress=progress)
+    if zoo_entry is None:
+        zoo_entry = zoo_model_for_file(path)
     data = None
     if keep_bytes:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    net, _ = build_from_checkpoint(path, data)
-    return ResolvedModel(net, keypoints_of(net, zoo_entry, keypoints, path), zoo_entry, Path(path), data)
+    net, meta = build_from_checkpoint(path, data, families=None)
+    settings = resolve_settings(
+        net, path, meta, zoo_entry, input_size=input_size, use_udp=use_udp, keypoints=keypoints, data=data,
+    )
+    return ResolvedModel(net, settings.keypoints, zoo_entry, Path(path), data, settings)
 
 
 def load_model(
@@ -77,30 +97,17 @@ def load_model(
 ) -> tuple[AENet, KeypointSet, ZooModel | None]:
     """Network, keypoint metadata and zoo entry for a model name and/or a checkpoint file.
 
-    The architecture comes from the checkpoint's tensors; K selects the keypoint set unless
-    `keypoints` names one, in which case K must agree. `progress`: where a download shows.
+    The architecture comes from the checkpoint's tensors; the keypoint set from `keypoints`
+    (K must agree), the zoo entry, the checkpoint's metadata, else K. `progress`: where a
+    download shows.
     """
     resolved = resolve_model(model, checkpoint, keypoints, progress=progress)
     return resolved.net, resolved.keypoints, resolved.zoo_entry
 
 
-def keypoints_of(net: AENet, zoo_entry: ZooModel | None, keypoints: str | KeypointSet | None, path: Path) -> KeypointSet:
-    """The keypoint set of a loaded network: `keypoints` if given (K must agree), else the zoo
-    entry's, else the one with the network's K."""
-    if keypoints is None:
-        kps = zoo_entry.keypoints if zoo_entry is not None else keypoint_set_for(net.num_joints)
-    else:
-        kps = keypoint_set(keypoints) if isinstance(keypoints, str) else keypoints
-    if kps.num_joints != net.num_joints:
-        raise CheckpointError(
-            f"{path}: checkpoint predicts {net.num_joints} keypoints but the keypoint set "
-            f"'{kps.name}' has {kps.num_joints}"
-        )
-    return kps
-
-
 class PoseEstimator:
-    """Multi-person 2D pose estimation with an HRNet associative-embedding model.
+    """Multi-person 2D pose estimation with an associative-embedding model of mmpose 0.x (HRNet,
+    HigherHRNet, ResNet, MobileNetV2, Hourglass-AE; with or without UDP).
 
     >>> est = PoseEstimator(checkpoint="model.pth", scales=(2, 1, 0.5))   # doctest: +SKIP
     >>> poses = est.predict("photo.jpg")                                    # doctest: +SKIP
@@ -109,8 +116,12 @@ class PoseEstimator:
     file and never touches the network. `config` is a whole `InferenceConfig`; `device`,
     `scales`, `flip` and any other keyword naming a field of it (e.g. `pose_nms=None`,
     `refine=False`, `precision="fp16"`, `backend="onnxruntime"`, `threads=2`) override that
-    field, of `config` when one is given. `progress` is where a model download shows its
-    progress (`types.Progress`); by default nothing is drawn.
+    field, of `config` when one is given; `input_size` (512, 640) and `use_udp` left None are
+    the model's (`model_settings`), and `self.config` holds them resolved;
+    `self.requested_config` is the config as asked, with them still None where the model
+    decided: what a run's record (`jobs.provenance`) keeps, since the checkpoint's sha256 then
+    decides them, and a run that has not loaded the model yet knows only that. `progress` is
+    where a model download shows its progress (`types.Progress`); by default nothing is drawn.
 
     Nothing process-wide is changed: on the CPU, `aepose_cli.keep_freed_memory()` (called once
     by the program that owns the process, as the command line does) makes the torch network's
@@ -137,9 +148,13 @@ class PoseEstimator:
         if flip is not None:
             overrides["flip"] = flip
         config = replace(config, **overrides) if config is not None else InferenceConfig(**overrides)
+        resolved = resolve_model(
+            model, checkpoint, keypoints, progress=progress, input_size=config.input_size, use_udp=config.use_udp,
+        )
+        self.requested_config = config
+        config = resolved.configured(config)
         self.config = config
-        resolved = resolve_model(model, checkpoint, keypoints, progress=progress)
-        self.keypoints, self.zoo_model = resolved.keypoints, resolved.zoo_entry
+        self.keypoints, self.zoo_model, self.settings = resolved.keypoints, resolved.zoo_entry, resolved.settings
         backend = resolve_backend(config.backend, resolve_device(config.device), config.precision)
         self.engine = InferenceEngine(resolved.net, self.keypoints, config, checkpoint_sha256=resolved.sha256_for(backend))
 
@@ -149,17 +164,20 @@ class PoseEstimator:
         zoo_model: ZooModel | None = None, checkpoint_sha256: str | None = None,
     ) -> PoseEstimator:
         """An estimator around a network already built (a worker that got the checkpoint's
-        bytes from elsewhere); `keypoints` must be the network's (see `keypoints_of`)."""
+        bytes from elsewhere); `keypoints` must be the network's, `config` resolved for it
+        (`ResolvedModel.configured`)."""
         estimator = cls.__new__(cls)
-        estimator.config = config
+        estimator.config = estimator.requested_config = config
         estimator.keypoints = keypoints
         estimator.zoo_model = zoo_model
+        estimator.settings = None
         estimator.engine = InferenceEngine(net, keypoints, config, checkpoint_sha256=checkpoint_sha256)
         return estimator
 
     # -- stages ----------------------------------------------------------------------------
     def maps(self, image: np.ndarray | str | Path) -> AggregatedMaps:
-        """Aggregated heatmaps `[K, Hb, Wb]` and tags `[K, Hb, Wb, L]` for one image."""
+        """Aggregated heatmaps `[K, H, W]` and tags `[K, H, W, L]` for one image (on the base
+        canvas; with UDP at the network's heatmap resolution)."""
         return self.engine.infer([_as_bgr(image, self.config.max_pixels)])[0]
 
     def poses_from_maps(self, maps: AggregatedMaps) -> list[Pose]:
@@ -199,7 +217,8 @@ class PoseEstimator:
 # -- the grouping stage alone (no network): what a worker without the model runs --------------
 def poses_from_maps(maps: AggregatedMaps, keypoints: KeypointSet, config: InferenceConfig) -> list[Pose]:
     """Group aggregated maps into people (original-image pixels), then pose NMS if on."""
-    poses = poses_from(group(maps, keypoints, config), maps.geometry)
+    map_size_wh = (int(maps.heatmaps.shape[2]), int(maps.heatmaps.shape[1]))
+    poses = poses_from(group(maps, keypoints, config), maps.geometry, map_size_wh)
     if config.pose_nms is None or len(poses) < 2:
         return poses
     stacked = np.stack([p.keypoints for p in poses])

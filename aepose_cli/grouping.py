@@ -5,6 +5,12 @@ Stages: peak NMS and top-k per joint (`top_k`), tag matching with the munkres-id
 (`match_by_tag`), quarter-pixel `adjust`, person scores, `refine` (fill missing joints) and the
 mapping back to original-image pixels (`to_image_coords`).
 
+With UDP (`InferenceConfig.use_udp`, the `*_udp` models) the maps are at the network's heatmap
+resolution, adjust is one DARK Newton step on every joint (`adjust_udp`), refine adds no +0.5
+and the mapping back is `udp.udp_to_image_coords`. Refine then reads the real heatmaps, as the
+reference does on a GPU, where the published results were made; on a CPU the reference's DARK
+step leaves its log-maps in the heatmaps' memory and refine reads those (docs/fidelity.md).
+
 The reference refines one person at a time, scanning every joint's full-size map per person.
 Here refine is vectorised over persons and joints and runs where the maps live (CPU or CUDA);
 the comparisons and float32 arithmetic are the reference's, so results are identical.
@@ -22,6 +28,7 @@ from .config import InferenceConfig
 from .keypoints import KeypointSet
 from .preprocess import ImageGeometry
 from .types import AggregatedMaps, Pose
+from .udp import UdpGeometry, dark_udp_adjust, dark_udp_log_maps, udp_to_image_coords
 
 NMS_KERNEL = 5
 NMS_PADDING = 2
@@ -155,6 +162,15 @@ def adjust(joints: np.ndarray, heatmaps: torch.Tensor) -> np.ndarray:
     dx, dy = _quarter_offsets(heatmaps, torch.from_numpy(joint_ids).to(device), x, y)
     joints[people, joint_ids, 0] = (x.cpu().numpy() + dx.cpu().numpy() + 0.5).astype(np.float32)
     joints[people, joint_ids, 1] = (y.cpu().numpy() + dy.cpu().numpy() + 0.5).astype(np.float32)
+    return joints
+
+
+def adjust_udp(joints: np.ndarray, heatmaps: torch.Tensor) -> np.ndarray:
+    """UDP's adjust (`post_dark_udp`): every joint of every person, detected or not, one Newton
+    step towards the peak of its log-heatmap (blurred, clipped, log); scores unchanged."""
+    if joints.shape[0] == 0:
+        return joints
+    joints[..., :2] = dark_udp_adjust(joints[..., :2], dark_udp_log_maps(heatmaps.cpu().numpy()))
     return joints
 
 
@@ -307,13 +323,15 @@ class RefineSearch:
 
 
 def refine(
-    joints: np.ndarray, heatmaps: torch.Tensor, tags: torch.Tensor, tags_lowres: torch.Tensor | None = None
+    joints: np.ndarray, heatmaps: torch.Tensor, tags: torch.Tensor, tags_lowres: torch.Tensor | None = None,
+    offset: float = 0.5,
 ) -> np.ndarray:
     """Fill every missing joint with the best pixel of its map near the person's mean tag.
 
     For person p and joint j the reference picks the first row-major maximum of
     `Hm[j] - round(||Tg[j] - mean_tag_p||)` and takes it if its heatmap value is positive;
     `RefineSearch` finds the same pixel for all (p, j) at once without scanning every map.
+    The pixel is moved by `offset` (0.5; UDP: 0) and a quarter step towards its higher neighbour.
     """
     n_people = joints.shape[0]
     if n_people == 0:
@@ -333,14 +351,19 @@ def refine(
     cand_v = val.cpu().numpy()
     fill = cand_v > 0
     rows, cols = people[fill], joint_ids[fill]
-    joints[rows, cols, 0] = (xx.double() + 0.5 + dx.double()).cpu().numpy()[fill]
-    joints[rows, cols, 1] = (yy.double() + 0.5 + dy.double()).cpu().numpy()[fill]
+    joints[rows, cols, 0] = (xx.double() + offset + dx.double()).cpu().numpy()[fill]
+    joints[rows, cols, 1] = (yy.double() + offset + dy.double()).cpu().numpy()[fill]
     joints[rows, cols, 2] = cand_v[fill]
     return joints
 
 
-def to_image_coords(joints: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
-    """Base-canvas coordinates -> original-image pixels (`get_group_preds`, non-UDP)."""
+def to_image_coords(joints: np.ndarray, geometry: ImageGeometry | UdpGeometry, map_size_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """Map coordinates -> original-image pixels (`get_group_preds`): from the base canvas, or,
+    with UDP, from the heatmap grid of size `map_size_wh` (the maps grouping read)."""
+    if isinstance(geometry, UdpGeometry):
+        if map_size_wh is None:
+            raise ValueError("UDP maps back from the heatmap grid: give its size")
+        return udp_to_image_coords(joints, geometry.scale, map_size_wh)
     wb, hb = geometry.base_size_wh
     cx, cy = geometry.center
     sw = geometry.scale[0] * 200.0
@@ -362,16 +385,17 @@ def group(
     cands = candidates if candidates is not None else top_k(maps.heatmaps, maps.tags, config.max_people)
     joints = match_by_tag(cands, keypoints, config)
     if config.adjust:
-        joints = adjust(joints, maps.heatmaps)
+        joints = adjust_udp(joints, maps.heatmaps) if config.udp else adjust(joints, maps.heatmaps)
     scores = person_scores(joints)
     if config.refine:
-        joints = refine(joints, maps.heatmaps, maps.tags, maps.tags_lowres)
+        joints = refine(joints, maps.heatmaps, maps.tags, maps.tags_lowres, offset=0.0 if config.udp else 0.5)
     return Grouped(joints, scores)
 
 
-def poses_from(grouped: Grouped, geometry: ImageGeometry) -> list[Pose]:
-    """`Pose` objects in original-image pixels, in the reference's person order."""
-    coords = to_image_coords(grouped.joints, geometry)
+def poses_from(grouped: Grouped, geometry: ImageGeometry | UdpGeometry, map_size_wh: tuple[int, int] | None = None) -> list[Pose]:
+    """`Pose` objects in original-image pixels, in the reference's person order (`map_size_wh`:
+    the size of the maps grouped, which UDP maps back from)."""
+    coords = to_image_coords(grouped.joints, geometry, map_size_wh)
     return [
         Pose(keypoints=np.ascontiguousarray(coords[p, :, :3]), score=float(grouped.scores[p]))
         for p in range(coords.shape[0])

@@ -1,9 +1,10 @@
-"""Keypoint metadata of the three datasets the published models were trained on.
+"""Keypoint metadata of the four datasets the published models were trained on.
 
 Everything that depends on which joints a model predicts lives here and travels with the model:
 names, the flip permutation used by the flip test, OKS sigmas, the skeleton drawn on images, the
 order in which grouping visits the joints and whether COCO evaluation uses the annotated area.
-Values follow mmpose 0.29's dataset configs (configs/_base_/datasets/coco.py, aic.py, mhp.py); colours are stored as the reference passes them to OpenCV (so they are
+Values follow mmpose 0.29's dataset configs (configs/_base_/datasets/coco.py, aic.py, mhp.py,
+crowdpose.py); colours are stored as the reference passes them to OpenCV (so they are
 interpreted as BGR, as the reference demo draws them).
 """
 from __future__ import annotations
@@ -32,6 +33,11 @@ class KeypointSet:
     grouping_order: tuple[int, ...]
     # xtcocotools' use_area: COCO uses the annotated area, AIC/MHP 0.53 * bbox area (xtcocotools' `COCOeval(use_area=...)`).
     use_area: bool
+    # How the dataset is scored: xtcocotools' `keypoints` mode, or its `keypoints_crowd` mode
+    # (CrowdPose: AP/AR over all people, then AP by the images' crowd index).
+    evaluation: str = "keypoints"
+    # How people call the dataset (messages, tables): "COCO", "CrowdPose".
+    label: str = ""
 
     @property
     def num_joints(self) -> int:
@@ -66,6 +72,7 @@ _COCO_LINKS = _links(
     "8-10 o, 1-2 b, 0-1 b, 0-2 b, 1-3 b, 2-4 b, 3-5 b, 4-6 b"
 )
 COCO = KeypointSet(
+    label="COCO",
     name="coco",
     names=(
         "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
@@ -90,6 +97,7 @@ _AIC_LINKS = _links(
     "12-13 b, 0-6 b, 3-9 b"
 )
 AIC = KeypointSet(
+    label="AIC",
     name="aic",
     names=(
         "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
@@ -113,6 +121,7 @@ _MHP_LINKS = _links(
     "11-10 o, 8-13 g, 13-14 g, 14-15 g"
 )
 MHP = KeypointSet(
+    label="MHP",
     name="mhp",
     names=(
         "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
@@ -132,12 +141,40 @@ MHP = KeypointSet(
     use_area=False,
 )
 
-KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "aic": AIC, "mhp": MHP}
-_BY_NUM_JOINTS = {ks.num_joints: ks for ks in KEYPOINT_SETS.values()}
+_CROWDPOSE_LINKS = _links(
+    "10-8 g, 8-6 g, 11-9 o, 9-7 o, 6-7 b, 0-6 b, 1-7 b, 0-1 b, 0-2 g, 1-3 o, 2-4 g, 3-5 o, "
+    "12-13 b, 1-13 b, 0-13 b"
+)
+# CrowdPose (Li et al., CVPR 2019) as mmpose 0.29's crowdpose.py describes it. Its evaluation
+# is xtcocotools' `keypoints_crowd` mode with use_area=False (AP, AP .5, AP .75, AR, AR .5,
+# AR .75, and AP easy / medium / hard by the images' crowd index).
+CROWDPOSE = KeypointSet(
+    label="CrowdPose",
+    name="crowdpose",
+    names=(
+        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+        "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+        "right_ankle", "top_head", "neck",
+    ),
+    flip_index=(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13),
+    sigmas=(
+        0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+        0.079, 0.079,
+    ),
+    joint_colours=_joint_colours("b b b b b g o g o g o g o g"),
+    skeleton=_CROWDPOSE_LINKS[0],
+    link_colours=_CROWDPOSE_LINKS[1],
+    grouping_order=tuple(range(14)),  # HeatmapParser reorders only K = 17
+    use_area=False,
+    evaluation="keypoints_crowd",
+)
+
+# The sets the commands offer (`--keypoints`), by name.
+KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "aic": AIC, "mhp": MHP, "crowdpose": CROWDPOSE}
 
 
 def keypoint_set(name: str) -> KeypointSet:
-    """The keypoint set called `name` ('coco', 'aic', 'mhp')."""
+    """The keypoint set called `name` ('coco', 'aic', 'mhp', 'crowdpose')."""
     try:
         return KEYPOINT_SETS[name.lower()]
     except KeyError:
@@ -145,11 +182,22 @@ def keypoint_set(name: str) -> KeypointSet:
         raise ConfigError(f"unknown keypoint set {name!r} (known: {known})") from None
 
 
-def keypoint_set_for(num_joints: int) -> KeypointSet:
-    """The keypoint set a model with `num_joints` heatmaps predicts (17 COCO, 14 AIC, 16 MHP)."""
-    try:
-        return _BY_NUM_JOINTS[num_joints]
-    except KeyError:
-        raise ConfigError(
-            f"no keypoint set has {num_joints} joints (COCO 17, AIC 14, MHP 16)"
-        ) from None
+def keypoint_sets_with(num_joints: int) -> list[KeypointSet]:
+    """Every keypoint set of `num_joints` joints (14: AIC and CrowdPose)."""
+    return [ks for ks in KEYPOINT_SETS.values() if ks.num_joints == num_joints]
+
+
+def keypoint_set_for(num_joints: int, source: str = "the checkpoint") -> KeypointSet:
+    """The keypoint set a model with `num_joints` heatmaps predicts (17 COCO, 16 MHP); 14 joints
+    are AIC's or CrowdPose's, which the number alone cannot tell: ConfigError asking for
+    `--keypoints` then (`source` names what has that many)."""
+    sets = keypoint_sets_with(num_joints)
+    if len(sets) == 1:
+        return sets[0]
+    if not sets:
+        raise ConfigError(f"no keypoint set has {num_joints} joints (COCO 17, MHP 16, AIC and CrowdPose 14)")
+    names = "|".join(ks.name for ks in sets)
+    raise ConfigError(
+        f"{source} has {num_joints} keypoints, which {' and '.join(ks.label for ks in sets)} both have, "
+        f"and does not say which: pass --keypoints {names}"
+    )

@@ -1,4 +1,4 @@
-"""The four published checkpoints: names, URLs, sha256 prefixes, and a download cache that is safe.
+"""The 19 published checkpoints: names, URLs, sha256 prefixes, and a download cache that is safe.
 
 The models are literal data (one frozen `ZooModel` each); nothing is registered at import
 time and there is no mutable module state. Downloads follow three rules:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 from .errors import CheckpointError, ConfigError, DownloadError
 from .io.filesystem import FileScope
-from .keypoints import AIC, COCO, MHP, KeypointSet
+from .keypoints import AIC, COCO, CROWDPOSE, MHP, KeypointSet
 
 DEFAULT_MODEL = "hrnet_w32_coco"
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation (connect, each read), not for the whole file
@@ -54,8 +54,14 @@ Opener = Callable[..., Any]  # urllib.request.urlopen-like: opener(url, timeout=
 class ZooModel:
     """One published checkpoint and what is needed to build, fetch and describe it.
 
-    `width` is the HRNet width W (branch channels W, 2W, 4W, 8W); `ap_single` and
-    `ap_multi` are the published val AP with single-scale and [2, 1, 0.5] multi-scale flip test.
+    `family`: the architecture family (`model.FAMILIES`); `width`: its size parameter (the HRNet
+    width W, branch channels W, 2W, 4W, 8W; the ResNet depth; 0 for MobileNetV2 and
+    Hourglass-AE); `input_size` and `use_udp`: the published test config's `image_size` and
+    `use_udp`, which the tensors do not say; `ap_single` and `ap_multi`: the published val AP
+    with single-scale and [2, 1, 0.5] multi-scale flip test (`ap_multi` None where none was
+    published); `num_parameters`: the learnable parameters of the architecture (as mmpose 0.29's
+    builder makes it from the config), which tells a bare checkpoint of the same architecture
+    apart from others; `aliases`: older names that still select it.
     """
 
     name: str
@@ -64,8 +70,13 @@ class ZooModel:
     keypoints: KeypointSet
     width: int
     ap_single: float
-    ap_multi: float
+    ap_multi: float | None
     filename: str
+    family: str = "hrnet"
+    input_size: int = 512
+    use_udp: bool = False
+    num_parameters: int | None = None
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # The literal table below is typed by hand: catch a URL, file name and prefix that disagree.
@@ -76,6 +87,18 @@ class ZooModel:
         if len(self.sha256_prefix) != 8 or not _is_lower_hex(self.sha256_prefix):
             raise ValueError(f"{self.name}: sha256 prefix must be 8 lower-case hex digits")
 
+    @property
+    def architecture(self) -> str:
+        """The family and size in a few characters ("HRNet-W32", "ResNet-50", "MobileNetV2")."""
+        from .config import FAMILIES
+
+        label = FAMILIES.get(self.family, self.family)
+        if self.family in ("hrnet", "higherhrnet"):
+            return f"{label}-W{self.width}"
+        if self.family == "resnet":
+            return f"{label}-{self.width}"
+        return label
+
 
 def _is_lower_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
@@ -83,47 +106,45 @@ def _is_lower_hex(text: str) -> bool:
 
 _BASE_URL = "https://download.openmmlab.com/mmpose/bottom_up/"
 
+
+def _published(
+    name: str, filename: str, keypoints: KeypointSet, family: str, width: int, ap: tuple[float, float | None],
+    num_parameters: int, *, input_size: int = 512, use_udp: bool = False, aliases: tuple[str, ...] = (),
+) -> ZooModel:
+    """A zoo entry from the official file name (whose `-xxxxxxxx_` is the sha256 prefix)."""
+    prefix = filename.rsplit("-", 1)[1].split("_", 1)[0]
+    return ZooModel(
+        name=name, url=_BASE_URL + filename, sha256_prefix=prefix, keypoints=keypoints, width=width,
+        ap_single=ap[0], ap_multi=ap[1], filename=filename.rsplit("/", 1)[-1], family=family,
+        input_size=input_size, use_udp=use_udp, num_parameters=num_parameters, aliases=aliases,
+    )
+
+
+# mmpose 0.29's bottom-up Associative Embedding model zoo: every checkpoint it published (the
+# `*.yml` model index beside configs/body/2d_kpt_sview_rgb_img/associative_embedding/), in
+# families. AP: COCO val2017 (AIC, MHP, CrowdPose: their own val/test sets), flip test, single
+# scale / scales 2, 1, 0.5, as published. Parameter counts: the official configs as mmpose's
+# `build_posenet` builds them (tests/fixtures/family/layouts.json.gz).
 _PUBLISHED: tuple[ZooModel, ...] = (
-    ZooModel(
-        name="hrnet_w32_coco",
-        url=_BASE_URL + "hrnet_w32_coco_512x512-bcb8c247_20200816.pth",
-        sha256_prefix="bcb8c247",
-        keypoints=COCO,
-        width=32,
-        ap_single=0.654,
-        ap_multi=0.698,
-        filename="hrnet_w32_coco_512x512-bcb8c247_20200816.pth",
-    ),
-    ZooModel(
-        name="hrnet_w48_coco",
-        url=_BASE_URL + "hrnet_w48_coco_512x512-cf72fcdf_20200816.pth",
-        sha256_prefix="cf72fcdf",
-        keypoints=COCO,
-        width=48,
-        ap_single=0.665,
-        ap_multi=0.712,
-        filename="hrnet_w48_coco_512x512-cf72fcdf_20200816.pth",
-    ),
-    ZooModel(
-        name="hrnet_w48_mhp",
-        url=_BASE_URL + "hrnet_w48_mhp_512x512-85a6ab6f_20201229.pth",
-        sha256_prefix="85a6ab6f",
-        keypoints=MHP,
-        width=48,
-        ap_single=0.583,
-        ap_multi=0.592,
-        filename="hrnet_w48_mhp_512x512-85a6ab6f_20201229.pth",
-    ),
-    ZooModel(
-        name="hrnet_w32_aic",
-        url=_BASE_URL + "hrnet_w32_aic_512x512-77e2a98a_20210131.pth",
-        sha256_prefix="77e2a98a",
-        keypoints=AIC,
-        width=32,
-        ap_single=0.303,
-        ap_multi=0.318,
-        filename="hrnet_w32_aic_512x512-77e2a98a_20210131.pth",
-    ),
+    _published("hrnet_w32_coco_512", "hrnet_w32_coco_512x512-bcb8c247_20200816.pth", COCO, "hrnet", 32, (0.654, 0.698), 28_536_674, aliases=("hrnet_w32_coco",)),
+    _published("hrnet_w48_coco_512", "hrnet_w48_coco_512x512-cf72fcdf_20200816.pth", COCO, "hrnet", 48, (0.665, 0.712), 63_596_578, aliases=("hrnet_w48_coco",)),
+    _published("hrnet_w48_mhp_512", "hrnet_w48_mhp_512x512-85a6ab6f_20201229.pth", MHP, "hrnet", 48, (0.583, 0.592), 63_596_480, aliases=("hrnet_w48_mhp",)),
+    _published("hrnet_w32_aic_512", "hrnet_w32_aic_512x512-77e2a98a_20210131.pth", AIC, "hrnet", 32, (0.303, 0.318), 28_536_476, aliases=("hrnet_w32_aic",)),
+    _published("hrnet_w32_coco_512_udp", "hrnet_w32_coco_512x512_udp-91663bf9_20210220.pth", COCO, "hrnet", 32, (0.671, None), 28_536_674, use_udp=True),
+    _published("hrnet_w48_coco_512_udp", "hrnet_w48_coco_512x512_udp-de08fd8c_20210222.pth", COCO, "hrnet", 48, (0.681, None), 63_596_578, use_udp=True),
+    _published("higherhrnet_w32_coco_512", "higher_hrnet32_coco_512x512-8ae85183_20200713.pth", COCO, "higherhrnet", 32, (0.677, 0.706), 28_645_331),
+    _published("higherhrnet_w32_coco_640", "higher_hrnet32_coco_640x640-a22fe938_20200712.pth", COCO, "higherhrnet", 32, (0.686, 0.706), 28_645_331, input_size=640),
+    _published("higherhrnet_w48_coco_512", "higher_hrnet48_coco_512x512-60fedcbc_20200712.pth", COCO, "higherhrnet", 48, (0.686, 0.716), 63_827_139),
+    _published("higherhrnet_w32_coco_512_udp", "higher_hrnet32_coco_512x512_udp-8cc64794_20210222.pth", COCO, "higherhrnet", 32, (0.678, None), 28_645_331, use_udp=True),
+    _published("higherhrnet_w48_coco_512_udp", "higher_hrnet48_coco_512x512_udp-7cad61ef_20210222.pth", COCO, "higherhrnet", 48, (0.690, None), 63_827_139, use_udp=True),
+    _published("higherhrnet_w32_aic_512", "higher_hrnet32_aic_512x512-9a674c33_20210130.pth", AIC, "higherhrnet", 32, (0.315, 0.323), 28_641_962),
+    _published("higherhrnet_w32_crowdpose_512", "higher_hrnet32_crowdpose_512x512-1aa4a132_20201017.pth", CROWDPOSE, "higherhrnet", 32, (0.655, 0.661), 28_641_962),
+    _published("resnet50_coco_512", "res50_coco_512x512-5521bead_20200816.pth", COCO, "resnet", 50, (0.466, 0.503), 34_004_066),
+    _published("resnet50_coco_640", "res50_coco_640x640-2046f9cb_20200822.pth", COCO, "resnet", 50, (0.479, 0.525), 34_004_066, input_size=640),
+    _published("resnet101_coco_512", "res101_coco_512x512-e0c95157_20200816.pth", COCO, "resnet", 101, (0.554, 0.603), 52_996_194),
+    _published("resnet152_coco_512", "res152_coco_512x512-364eb38d_20200822.pth", COCO, "resnet", 152, (0.595, 0.660), 68_639_842),
+    _published("mobilenetv2_coco_512", "mobilenetv2_coco_512x512-4d96e309_20200816.pth", COCO, "mobilenetv2", 0, (0.380, 0.442), 9_574_178),
+    _published("hourglass_coco_512", "hourglass_ae/hourglass_ae_coco_512x512-90af499f_20210920.pth", COCO, "hourglass", 0, (0.613, 0.667), 138_863_560),
 )
 
 
@@ -133,13 +154,25 @@ def zoo_models() -> dict[str, ZooModel]:
 
 
 def zoo_model(name: str) -> ZooModel:
-    """The published model called `name`; ConfigError listing the known names otherwise."""
-    models = zoo_models()
-    try:
-        return models[name]
-    except KeyError:
-        known = ", ".join(models)
-        raise ConfigError(f"unknown model {name!r} (known: {known})") from None
+    """The published model called `name` (or one of its older names); ConfigError listing the
+    known names otherwise."""
+    for model in _PUBLISHED:
+        if name == model.name or name in model.aliases:
+            return model
+    known = ", ".join(model.name for model in _PUBLISHED)
+    raise ConfigError(f"unknown model {name!r} (known: {known}; `aepose models` lists them)")
+
+
+def zoo_model_for_file(path: str | Path) -> ZooModel | None:
+    """The published model whose official file name `path` has (a checkpoint downloaded by hand
+    and passed with --checkpoint), or None."""
+    name = Path(path).name
+    return next((model for model in _PUBLISHED if model.filename == name), None)
+
+
+def zoo_model_for_sha256(sha256: str) -> ZooModel | None:
+    """The published model whose sha256 prefix the digest `sha256` starts with, or None."""
+    return next((model for model in _PUBLISHED if sha256.startswith(model.sha256_prefix)), None)
 
 
 # --------------------------------------------------------------------------------------------

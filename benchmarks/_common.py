@@ -25,6 +25,34 @@ def full_size_model(width: int = 32, num_joints: int = 17, seed: int = 0):
     return AENet(AENetSpec.official(width, num_joints)).eval()
 
 
+# Published layouts of the other families, by the name the benchmarks take (tests/fixtures/family/
+# layouts.json.gz holds every published checkpoint's tensor names and shapes, as mmpose 0.29 builds them).
+PUBLISHED_LAYOUTS = {
+    "hrnet_w32": "hrnet_w32_coco_512x512",
+    "hrnet_w48": "hrnet_w48_coco_512x512",
+    "higherhrnet_w32": "higherhrnet_w32_coco_512x512",
+    "higherhrnet_w48": "higherhrnet_w48_coco_512x512",
+    "resnet50": "res50_coco_512x512",
+    "mobilenetv2": "mobilenetv2_coco_512x512",
+    "hourglass": "hourglass_ae_coco_512x512",
+}
+
+
+def published_model(name: str, seed: int = 0):
+    """The published network `name` (a `PUBLISHED_LAYOUTS` key) with random weights, in eval
+    mode, built by shape from its official layout: the real network's speed."""
+    import gzip
+    import json
+
+    from aepose_cli.model import AENet, spec_from_state
+
+    layouts = json.loads(gzip.decompress((REPO / "tests" / "fixtures" / "family" / "layouts.json.gz").read_bytes()))
+    layout = layouts[PUBLISHED_LAYOUTS[name]]["state_dict"]
+    spec = spec_from_state({k: torch.empty(shape, device="meta") for k, shape, _ in layout}, name)
+    torch.manual_seed(seed)
+    return AENet(spec).eval()
+
+
 def timed(fn, repeat: int = 3) -> float:
     """Median wall time of `repeat` calls (after one warm-up call)."""
     fn()

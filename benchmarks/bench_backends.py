@@ -1,9 +1,12 @@
 """Network backends side by side, and `aepose image` end to end against the reference's figure.
 
-    python benchmarks/bench_backends.py [--models w32,w48] [--repeat 3] [--threads N] [--no-e2e] [--reference-cmd CMD]
+    python benchmarks/bench_backends.py [--models w32,w48,higherhrnet_w32,resnet50] [--repeat 3]
+                                        [--threads N] [--no-e2e] [--reference-cmd CMD]
 
 1. network: every installed backend (torch eager NCHW, torch eager channels_last, ONNX Runtime,
-   OpenVINO) on the official w32 / w48 layouts with random weights (the real networks' speed),
+   OpenVINO) on official layouts with random weights (the real networks' speed): HRNet w32/w48
+   (`w32`, `w48` as before), and by name any of `_common.PUBLISHED_LAYOUTS` (HigherHRNet W32,
+   ResNet-50, ...: built by shape from the published layout; every raw output of the head),
    for the input of a 512x512 and of a 640x480 image (512x512 and 512x704 after resize-align),
    flip test (each image is 2 samples), 1 and 2 images per pass; one warm-up call each, then the
    backends take turns for `--repeat` rounds (medians), so load on a shared machine hits all alike; ratios to torch eager from the same run; max abs difference of the
@@ -32,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import SHARED, full_size_model  # noqa: E402
+from benchmarks._common import PUBLISHED_LAYOUTS, SHARED, full_size_model, published_model  # noqa: E402
 
 REFERENCE_PER_IMAGE_S = 4.84  # mmpose 0.29, w32, single scale + flip, issue 9
 PHOTOS = (
@@ -61,16 +64,17 @@ def _network_input_hw(image_wh: tuple[int, int]) -> tuple[int, int]:
 
 
 def _backends(net, threads: int, folder: Path) -> dict:
-    """name -> callable `[N,3,H,W] -> [N,2K,h,w]`, for every installed runtime."""
+    """name -> callable `[N,3,H,W] -> [outputs]`, for every installed runtime."""
     from aepose_cli.backends import create_backend, is_installed
-    from aepose_cli.backends.onnx_export import export_onnx
+    from aepose_cli.backends.onnx_export import export_onnx, output_names
 
+    names = output_names(net.spec)
     out = {"torch eager": create_backend("torch", net, device=torch.device("cpu"))}
     net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def channels_last(x):
-        return net_cl(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return [o.contiguous() for o in net_cl.raw_outputs(x.contiguous(memory_format=torch.channels_last))]
 
     out["torch channels_last"] = channels_last
     onnx_path = folder / "net.onnx"
@@ -80,22 +84,29 @@ def _backends(net, threads: int, folder: Path) -> dict:
     if is_installed("onnxruntime"):
         from aepose_cli.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        out["onnxruntime"] = OnnxRuntimeBackend(onnx_path, device=torch.device("cpu"), threads=threads, num_outputs=34)
+        out["onnxruntime"] = OnnxRuntimeBackend(onnx_path, device=torch.device("cpu"), threads=threads, output_names=names)
     if is_installed("openvino"):
         from aepose_cli.backends.openvino_backend import OpenVinoBackend
 
-        out["openvino"] = OpenVinoBackend(onnx_path, threads=threads, num_outputs=34)
+        out["openvino"] = OpenVinoBackend(onnx_path, threads=threads, output_names=names)
     return out
+
+
+def _network(name: str):
+    """`w32`/`w48`: HRNet-AE as before; else a published layout by name (`PUBLISHED_LAYOUTS`)."""
+    if name in ("w32", "w48"):
+        return full_size_model(int(name[1:]))
+    return published_model(name)
 
 
 def network_table(args, console) -> None:
     from rich.table import Table
 
-    for width in args.models:
-        table = Table(title=f"network w{width} (random weights, official layout), fp32, flip, {args.threads} threads, median of {args.repeat}")
+    for model in args.models:
+        table = Table(title=f"network {model} (random weights, official layout), fp32, flip, {args.threads} threads, median of {args.repeat}")
         for col in ("canvas", "input", "images/pass", "backend", "s per pass", "vs torch eager", "max abs diff"):
             table.add_column(col, justify="right")
-        net = full_size_model(width)
+        net = _network(model)
         with tempfile.TemporaryDirectory() as tmp:
             backends = _backends(net, args.threads, Path(tmp))
             for canvas, image_wh in CANVASES.items():
@@ -111,9 +122,9 @@ def network_table(args, console) -> None:
                     base = statistics.median(runs["torch eager"])
                     for name in backends:
                         t = statistics.median(runs[name])
-                        diff = float((outputs[name] - ref).abs().max())
+                        diff = max(float((got - want).abs().max()) for got, want in zip(outputs[name], ref))
                         table.add_row(canvas, f"{x.shape[0]}x3x{h}x{w}", str(images), name, f"{t:.3f}", f"{t / base:.2f}", f"{diff:.1e}")
-                        print(f"  w{width} {canvas} {images} {name}: {t:.3f} s ({t / base:.2f}), diff {diff:.1e}", flush=True)
+                        print(f"  {model} {canvas} {images} {name}: {t:.3f} s ({t / base:.2f}), diff {diff:.1e}", flush=True)
             del backends
         console.print(table)
 
@@ -183,11 +194,25 @@ def e2e_table(args, console) -> None:
     console.print(table)
 
 
+def _model_names(text: str) -> list[str]:
+    names = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        if item.isdigit():
+            item = f"w{item}"  # the earlier form, --models 32,48
+        if item not in ("w32", "w48") and item not in PUBLISHED_LAYOUTS:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected w32, w48 or one of {', '.join(PUBLISHED_LAYOUTS)}")
+        names.append(item)
+    return names
+
+
 def main() -> None:
     from rich.console import Console
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="32,48", type=lambda s: [int(v.strip().lstrip("w")) for v in s.split(",")], help="widths, e.g. w32,w48")
+    parser.add_argument(
+        "--models", default="w32,w48", type=_model_names,
+        help=f"w32, w48 (HRNet-AE) or published layouts by name: {', '.join(PUBLISHED_LAYOUTS)}",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-network", action="store_true")

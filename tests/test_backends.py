@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from aepose_cli.backends import create_backend, is_installed, resolve_backend
-from aepose_cli.backends.onnx_export import onnx_cache_path
+from aepose_cli.backends.onnx_export import graph_label, onnx_cache_path
 from aepose_cli.model import build_from_checkpoint
 from aepose_cli.zoo import checkpoint_sha256
 
@@ -152,8 +152,9 @@ def test_importing_aepose_does_not_import_runtimes():
 def test_onnx_cache_written_once_atomically(tmp_path, monkeypatch, tiny_net):
     monkeypatch.setenv("AEPOSE_HOME", str(tmp_path))
     sha = checkpoint_sha256(TINY_CHECKPOINT)
-    cached = onnx_cache_path(sha)
+    cached = onnx_cache_path(sha, network=graph_label(tiny_net))
     assert cached.parent == tmp_path / "onnx" and sha[:32] in cached.name and torch.__version__.split("+")[0] in cached.name
+    assert "-hrnet-1out-" in cached.name
     create_backend("onnxruntime", tiny_net, device=torch.device("cpu"), threads=1, checkpoint_sha256=sha)
     assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name, cached.name + ".digest"]  # the graph and its digest
     stamp = cached.stat().st_mtime_ns
@@ -161,7 +162,8 @@ def test_onnx_cache_written_once_atomically(tmp_path, monkeypatch, tiny_net):
     assert cached.stat().st_mtime_ns == stamp  # reused, not exported again
     # One session serves every shape (dynamic axes).
     for h, w in ((128, 128), (192, 320)):
-        assert backend(torch.zeros(1, 3, h, w)).shape == (1, 34, h // 4, w // 4)
+        (maps,) = backend(torch.zeros(1, 3, h, w))
+        assert maps.shape == (1, 34, h // 4, w // 4)
 
 
 @needs_ort

@@ -52,7 +52,10 @@ def _subclasses(cls: type) -> set[type]:
 
 
 def test_every_error_type_exits_with_the_readme_code():
-    assert set(DOCUMENTED_EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 130}
+    assert set(DOCUMENTED_EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 130, 143, 129}
+    # 143 and 129: Interrupted raised for SIGTERM / SIGHUP (128 + the signal's number)
+    assert errors.Interrupted("kept", signal="SIGTERM").exit_code == 143
+    assert errors.Interrupted("kept", signal="SIGHUP").exit_code == 129
     assert _subclasses(errors.AeposeError) == set(EXIT_CODES), "a new error type: add it here with its README code"
     assert {cls.__name__: cls.exit_code for cls in EXIT_CODES} == {cls.__name__: code for cls, code in EXIT_CODES.items()}
 

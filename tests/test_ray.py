@@ -278,6 +278,23 @@ def test_evaluate_on_ray_gives_the_same_results_and_metrics(cluster, tmp_path):
 
 
 @needs_ray
+def test_higherhrnet_udp_on_ray_gives_the_single_engines_json(cluster, photos, tmp_path):
+    """A family of two outputs with UDP (other geometry, grouping at heatmap resolution, DARK
+    adjust, another mapping back), flip test on: the workers' aggregation and grouping from
+    the network's raw outputs give the single engine's JSON byte for byte."""
+    checkpoint = Path(__file__).parent / "fixtures" / "family" / "checkpoints" / "higherhrnet_coco.pth"
+    settings = ["--checkpoint", checkpoint, "--device", "cpu", "--udp", "--scales", "0.5", "--batch-size", "2", "--threads", "2", "--no-images"]
+    outputs = {}
+    for name, engine in (("single", []), ("ray", _ray(cluster, "--workers", "2"))):
+        out = tmp_path / f"{name}.json"
+        proc = run_cli("folder", photos, *settings, *engine, "--json", out)
+        assert proc.returncode == 1, describe(proc)  # the broken file
+        outputs[name] = out.read_bytes()
+    assert outputs["ray"] == outputs["single"]
+    assert json.loads(outputs["ray"])["annotations"], "people found"
+
+
+@needs_ray
 def test_several_videos_on_ray_equal_the_single_engines(cluster, tmp_path):
     """One video per Ray task (written by the worker): the same frames, timestamps and poses,
     the same MP4s, and a broken file named once at the end while the others finish."""

@@ -35,6 +35,7 @@ from cli_helpers import (
     cli_env,
     describe,
     freeze_when,
+    interrupt_when,
     load_json,
     mounted_tmpfs,
     run_cli,
@@ -353,15 +354,9 @@ def test_sigterm_during_a_video_keeps_the_partial_and_exits_143(tmp_path):
         parts = [p for p in tmp_path.iterdir() if ".part-" in p.name]
         return bool(parts) and parts[0].stat().st_size > 4096
 
-    try:
-        freeze_when(proc, frames_written, "frames were written")
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGCONT)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    done = interrupt_when(proc, frames_written, "frames were written", stop=signal.SIGTERM)
+    err = done.stderr
+    assert done.returncode == 143, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("aepose:")]
     assert len(lines) == 1 and lines[0].startswith("aepose: interrupted (SIGTERM): stopped"), err
@@ -378,15 +373,9 @@ def test_sighup_during_a_folder_run_keeps_the_journal_and_exits_129(tmp_path):
         shutil.copy(image, folder)
     journal = tmp_path / "out.json.partial.jsonl"
     proc = start_cli("folder", "F", "--json", "out.json", "--no-images", "--batch-size", "1", *FAST, cwd=tmp_path)
-    try:
-        freeze_when(proc, lambda: journal.is_file() and journal.read_bytes().count(b"\n") >= 3, "two images were done")
-        proc.send_signal(signal.SIGHUP)
-        proc.send_signal(signal.SIGCONT)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 129, err
+    done = interrupt_when(proc, lambda: journal.is_file() and journal.read_bytes().count(b"\n") >= 3, "two images were done", stop=signal.SIGHUP)
+    err = done.stderr
+    assert done.returncode == 129, err
     lines = [line for line in err.splitlines() if line.startswith("aepose:")]
     assert len(lines) == 1 and lines[0].startswith("aepose: interrupted (SIGHUP): stopped"), err
     assert journal.name in lines[0] and journal.is_file()
@@ -504,10 +493,28 @@ def _other_graph(tiny_net, channels: int | None = None) -> bytes:
         with torch.no_grad():
             net.keypoint_head.final_layer.weight.mul_(-1)
     else:
-        net = torch.nn.Sequential(torch.nn.Conv2d(3, channels, 4, stride=4))
+        net = _OtherChannels(tiny_net.spec, channels)
     buffer = io.BytesIO()
     export_onnx(net, buffer)
     return buffer.getvalue()
+
+
+class _OtherChannels:
+    """A network exported with the tiny model's output names but `channels` channels."""
+
+    def __new__(cls, spec, channels: int):
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.spec = spec
+                self.conv = torch.nn.Conv2d(3, channels, 4, stride=4)
+
+            def raw_outputs(self, x):
+                return [self.conv(x)]
+
+        return Net()
 
 
 @needs_ort
@@ -516,11 +523,11 @@ def _other_graph(tiny_net, channels: int | None = None) -> bytes:
 def test_a_damaged_cache_entry_is_exported_again_with_one_note(home, tiny_net, damage):
     import torch
 
-    from aepose_cli.backends.onnx_export import digest_path, onnx_cache_path
+    from aepose_cli.backends.onnx_export import digest_path, graph_label, onnx_cache_path
     from aepose_cli.zoo import checkpoint_sha256
 
     reference = _backend(tiny_net)
-    entry = onnx_cache_path(checkpoint_sha256(TINY_CHECKPOINT))
+    entry = onnx_cache_path(checkpoint_sha256(TINY_CHECKPOINT), network=graph_label(tiny_net))
     good = entry.read_bytes()
     if damage == "truncated":
         entry.write_bytes(good[: len(good) // 3])
@@ -541,7 +548,8 @@ def test_a_damaged_cache_entry_is_exported_again_with_one_note(home, tiny_net, d
     assert len(backend.notes) == 1 and str(entry) in backend.notes[0] and "exported again" in backend.notes[0], backend.notes
     assert entry.read_bytes() == good  # rebuilt in place
     x = torch.zeros(1, 3, 128, 128)
-    assert torch.equal(backend(x), reference(x))
+    got, want = backend(x), reference(x)  # the head's outputs, a list
+    assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
     assert _backend(tiny_net).notes == []  # and trusted again
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from aepose_cli import zoo
 from aepose_cli.cli.console import DownloadBar, models_table
 from aepose_cli.errors import CheckpointError, ConfigError, DownloadError
-from aepose_cli.keypoints import AIC, COCO, MHP
+from aepose_cli.keypoints import AIC, COCO, CROWDPOSE, MHP
 from aepose_cli.zoo import (
     ZooModel,
     cache_dir,
@@ -96,21 +96,57 @@ def _opener_failing_midway(error: BaseException, responses: list | None = None):
 # The published table
 
 
-def test_zoo_lists_the_four_published_models_with_their_keypoint_sets():
+# The published table (issue 23): name -> (file, family, width, keypoints, input size, UDP, AP single, AP multi).
+PUBLISHED = {
+    "hrnet_w32_coco_512": ("hrnet_w32_coco_512x512-bcb8c247_20200816.pth", "hrnet", 32, COCO, 512, False, 0.654, 0.698),
+    "hrnet_w48_coco_512": ("hrnet_w48_coco_512x512-cf72fcdf_20200816.pth", "hrnet", 48, COCO, 512, False, 0.665, 0.712),
+    "hrnet_w48_mhp_512": ("hrnet_w48_mhp_512x512-85a6ab6f_20201229.pth", "hrnet", 48, MHP, 512, False, 0.583, 0.592),
+    "hrnet_w32_aic_512": ("hrnet_w32_aic_512x512-77e2a98a_20210131.pth", "hrnet", 32, AIC, 512, False, 0.303, 0.318),
+    "hrnet_w32_coco_512_udp": ("hrnet_w32_coco_512x512_udp-91663bf9_20210220.pth", "hrnet", 32, COCO, 512, True, 0.671, None),
+    "hrnet_w48_coco_512_udp": ("hrnet_w48_coco_512x512_udp-de08fd8c_20210222.pth", "hrnet", 48, COCO, 512, True, 0.681, None),
+    "higherhrnet_w32_coco_512": ("higher_hrnet32_coco_512x512-8ae85183_20200713.pth", "higherhrnet", 32, COCO, 512, False, 0.677, 0.706),
+    "higherhrnet_w32_coco_640": ("higher_hrnet32_coco_640x640-a22fe938_20200712.pth", "higherhrnet", 32, COCO, 640, False, 0.686, 0.706),
+    "higherhrnet_w48_coco_512": ("higher_hrnet48_coco_512x512-60fedcbc_20200712.pth", "higherhrnet", 48, COCO, 512, False, 0.686, 0.716),
+    "higherhrnet_w32_coco_512_udp": ("higher_hrnet32_coco_512x512_udp-8cc64794_20210222.pth", "higherhrnet", 32, COCO, 512, True, 0.678, None),
+    "higherhrnet_w48_coco_512_udp": ("higher_hrnet48_coco_512x512_udp-7cad61ef_20210222.pth", "higherhrnet", 48, COCO, 512, True, 0.690, None),
+    "higherhrnet_w32_aic_512": ("higher_hrnet32_aic_512x512-9a674c33_20210130.pth", "higherhrnet", 32, AIC, 512, False, 0.315, 0.323),
+    "higherhrnet_w32_crowdpose_512": ("higher_hrnet32_crowdpose_512x512-1aa4a132_20201017.pth", "higherhrnet", 32, CROWDPOSE, 512, False, 0.655, 0.661),
+    "resnet50_coco_512": ("res50_coco_512x512-5521bead_20200816.pth", "resnet", 50, COCO, 512, False, 0.466, 0.503),
+    "resnet50_coco_640": ("res50_coco_640x640-2046f9cb_20200822.pth", "resnet", 50, COCO, 640, False, 0.479, 0.525),
+    "resnet101_coco_512": ("res101_coco_512x512-e0c95157_20200816.pth", "resnet", 101, COCO, 512, False, 0.554, 0.603),
+    "resnet152_coco_512": ("res152_coco_512x512-364eb38d_20200822.pth", "resnet", 152, COCO, 512, False, 0.595, 0.660),
+    "mobilenetv2_coco_512": ("mobilenetv2_coco_512x512-4d96e309_20200816.pth", "mobilenetv2", 0, COCO, 512, False, 0.380, 0.442),
+    "hourglass_coco_512": ("hourglass_ae_coco_512x512-90af499f_20210920.pth", "hourglass", 0, COCO, 512, False, 0.613, 0.667),
+}
+
+
+def test_zoo_lists_the_19_published_models_with_their_settings_and_ap():
     models = zoo_models()
-    assert list(models) == ["hrnet_w32_coco", "hrnet_w48_coco", "hrnet_w48_mhp", "hrnet_w32_aic"]
-    assert [(m.keypoints, m.keypoints.num_joints, m.width) for m in models.values()] == [
-        (COCO, 17, 32), (COCO, 17, 48), (MHP, 16, 48), (AIC, 14, 32)
-    ]
-    assert [(m.sha256_prefix, m.ap_single, m.ap_multi) for m in models.values()] == [
-        ("bcb8c247", 0.654, 0.698),
-        ("cf72fcdf", 0.665, 0.712),
-        ("85a6ab6f", 0.583, 0.592),
-        ("77e2a98a", 0.303, 0.318),
-    ]
-    assert models["hrnet_w32_coco"].url == (
+    assert list(models) == list(PUBLISHED)
+    for name, (filename, family, width, keypoints, size, udp, ap_single, ap_multi) in PUBLISHED.items():
+        model = models[name]
+        assert (model.filename, model.family, model.width, model.keypoints) == (filename, family, width, keypoints)
+        assert (model.input_size, model.use_udp, model.ap_single, model.ap_multi) == (size, udp, ap_single, ap_multi)
+        assert model.sha256_prefix == filename.rsplit("-", 1)[1][:8]
+    assert models["hrnet_w32_coco_512"].url == (
         "https://download.openmmlab.com/mmpose/bottom_up/hrnet_w32_coco_512x512-bcb8c247_20200816.pth"
     )
+    assert models["hourglass_coco_512"].url == (
+        "https://download.openmmlab.com/mmpose/bottom_up/hourglass_ae/hourglass_ae_coco_512x512-90af499f_20210920.pth"
+    )
+
+
+def test_the_four_earlier_names_keep_selecting_their_models():
+    for old in ("hrnet_w32_coco", "hrnet_w48_coco", "hrnet_w48_mhp", "hrnet_w32_aic"):
+        assert zoo_model(old).name == old + "_512"
+    assert zoo.DEFAULT_MODEL == "hrnet_w32_coco" and zoo_model(zoo.DEFAULT_MODEL).name == "hrnet_w32_coco_512"
+
+
+def test_local_checkpoints_with_an_official_name_or_prefix_are_known():
+    assert zoo.zoo_model_for_file("/somewhere/higher_hrnet32_coco_640x640-a22fe938_20200712.pth").name == "higherhrnet_w32_coco_640"
+    assert zoo.zoo_model_for_file("/somewhere/renamed.pth") is None
+    assert zoo.zoo_model_for_sha256("a22fe938" + "0" * 56).name == "higherhrnet_w32_coco_640"
+    assert zoo.zoo_model_for_sha256("f" * 64) is None
 
 
 @pytest.mark.parametrize("name", list(zoo_models()))
@@ -122,12 +158,18 @@ def test_every_model_url_file_name_and_prefix_agree(name):
     # Spec §2 naming: <stem>-<first 8 hex of sha256>_<YYYYMMDD>.pth
     stem, rest = model.filename.rsplit("-", 1)
     assert rest.startswith(model.sha256_prefix + "_") and rest.endswith(".pth")
-    assert stem.startswith(name.rsplit("_", 1)[0])
+    # The names say family, width, keypoint set and input size.
+    assert name.startswith(model.family) and model.keypoints.name in name and f"_{model.input_size}" in name
+    assert model.use_udp == name.endswith("_udp")
+    if model.family in ("hrnet", "higherhrnet"):
+        assert f"_w{model.width}_" in name
+    if model.family == "resnet":
+        assert name.startswith(f"resnet{model.width}_")
 
 
 def test_zoo_models_returns_a_copy_callers_cannot_alter_the_zoo():
     zoo_models().clear()
-    assert len(zoo_models()) == 4
+    assert len(zoo_models()) == 19
 
 
 def test_zoo_model_rejects_inconsistent_literal_entries():
@@ -415,14 +457,16 @@ def test_models_table_shows_published_ap_and_cache_state(tmp_path):
     lines = console.export_text().splitlines()
 
     def row(name: str) -> str:
-        (line,) = [line for line in lines if name in line]
+        (line,) = [line for line in lines if line.split()[:1] == [name.strip()]]
         return line
 
-    assert "COCO (17)" in row("hrnet_w32_coco") and "0.654" in row("hrnet_w32_coco")
-    assert "0.698" in row("hrnet_w32_coco") and "W32" in row("hrnet_w32_coco")
-    assert "MHP (16)" in row("hrnet_w48_mhp") and "yes" in row("hrnet_w48_mhp") and str(cached) in row("hrnet_w48_mhp")
-    assert "AIC (14)" in row("hrnet_w32_aic") and "0.318" in row("hrnet_w32_aic")
-    assert " no " in row("hrnet_w48_coco") and zoo_model("hrnet_w48_coco").url in row("hrnet_w48_coco")
+    assert "COCO 17" in row("hrnet_w32_coco_512 ") and "0.654" in row("hrnet_w32_coco_512 ")
+    assert "0.698" in row("hrnet_w32_coco_512 ") and " 512 " in row("hrnet_w32_coco_512 ")
+    assert "MHP 16" in row("hrnet_w48_mhp_512") and "yes" in row("hrnet_w48_mhp_512") and str(cached) in row("hrnet_w48_mhp_512")
+    assert "AIC 14" in row("hrnet_w32_aic_512") and "0.318" in row("hrnet_w32_aic_512")
+    assert " no " in row("hrnet_w48_coco_512 ") and zoo_model("hrnet_w48_coco").url in row("hrnet_w48_coco_512 ")
+    assert "CrowdPose 14" in row("higherhrnet_w32_crowdpose_512") and "640" in row("higherhrnet_w32_coco_640")
+    assert row("higherhrnet_w32_coco_512_udp").split()[3:7] == ["512", "yes", "0.678", "-"]
 
 
 def test_models_table_fits_80_columns_without_urls(tmp_path):
@@ -430,8 +474,22 @@ def test_models_table_fits_80_columns_without_urls(tmp_path):
     console.print(models_table(cache=tmp_path))
     text = console.export_text()
     assert all(len(line) <= 80 for line in text.splitlines())
+    lines = text.splitlines()
     for model in zoo_models().values():
         # one line per model, nothing folded: the name and both APs on the same line
-        (line,) = [line for line in text.splitlines() if model.name in line]
-        assert f"{model.ap_single:.3f}" in line and f"{model.ap_multi:.3f}" in line and " no " in line
+        (line,) = [line for line in lines if line.split()[:1] == [model.name]]
+        multi = "-" if model.ap_multi is None else f"{model.ap_multi:.3f}"
+        assert f"{model.ap_single:.3f}" in line and f" {multi} " in line and " no " in line
     assert "https://" not in text
+    # Grouped by family: each family's heading, then its models.
+    headings = [i for i, line in enumerate(lines) for label in ("HRNet", "HigherHRNet", "ResNet", "MobileNetV2", "Hourglass-AE") if line.strip() == label + ":"]
+    assert len(headings) == 5 and headings == sorted(headings)
+
+
+def test_models_table_of_one_family(tmp_path):
+    console = Console(record=True, width=80)
+    console.print(models_table(cache=tmp_path, family="higherhrnet"))
+    text = console.export_text()
+    names = [m.name for m in zoo_models().values()]
+    shown = [n for n in names if any(line.split()[:1] == [n] for line in text.splitlines())]
+    assert shown == [n for n in names if n.startswith("higherhrnet_")] and len(shown) == 7

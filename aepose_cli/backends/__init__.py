@@ -1,7 +1,9 @@
-"""The network behind one call: `[N, 3, H, W] -> [N, 2K, H/4, W/4]` float32, nothing else.
+"""The network behind one call: `[N, 3, H, W]` -> the head's raw outputs, float32, nothing else.
 
-Preprocessing, flip/scale aggregation and grouping stay in `inference.py` / `grouping.py`; a backend
-only runs the HRNet + AE head. Three exist:
+The outputs are a list, as the reference's head returns them (`AENet.raw_outputs`; HRNet-AE one
+`[N, 2K, H/4, W/4]`, HigherHRNet two resolutions, Hourglass-AE four stacks; `AENetSpec.outputs`
+says what each holds). Preprocessing, flip/scale aggregation and grouping stay in `inference.py`
+/ `grouping.py`; a backend only runs the backbone and the AE head. Three exist:
 
 * `torch`       PyTorch eager: the exact path (golden fixtures were recorded with it).
 * `onnxruntime` ONNX Runtime (CPU EP; CUDA EP opt-in where its package is installed).
@@ -33,11 +35,11 @@ _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "o
 
 
 class NetworkBackend(Protocol):
-    """What the engine calls: one forward pass, float32 `[N, 2K, H/4, W/4]` on `device`."""
+    """What the engine calls: one forward pass, the head's raw outputs (float32, on `device`)."""
 
     name: str
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 def is_installed(name: str) -> bool:
@@ -97,16 +99,19 @@ def create_backend(
     if not is_installed(name):
         raise missing_package_error(name)
     threads = threads if threads is not None else torch.get_num_threads()
+    from .onnx_export import output_names
+
+    names = output_names(model.spec)
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         def build(graph: bytes) -> NetworkBackend:
-            return OnnxRuntimeBackend(graph, device=device, threads=threads, num_outputs=2 * model.num_joints)
+            return OnnxRuntimeBackend(graph, device=device, threads=threads, output_names=names)
     elif name == "openvino":
         from .openvino_backend import OpenVinoBackend
 
         def build(graph: bytes) -> NetworkBackend:
-            return OpenVinoBackend(graph, threads=threads, num_outputs=2 * model.num_joints)
+            return OpenVinoBackend(graph, threads=threads, output_names=names)
     else:
         raise ConfigError(f"unknown backend {name!r}")
     return _from_verified_graph(build, model, checkpoint_sha256)
@@ -117,13 +122,14 @@ def _from_verified_graph(build, model: AENet, checkpoint_sha256: str | None) -> 
     digest when cached), its inputs and outputs checked against the network; a cached graph the
     runtime cannot load, or that does not fit, is exported again once. The cache's notes travel
     on the backend (`notes`), for the command line to show."""
-    from .onnx_export import check_graph_io, onnx_graph
+    from .onnx_export import check_graph_io, expected_graph_outputs, onnx_graph
 
+    expected = expected_graph_outputs(model.spec)
     graph = onnx_graph(model, checkpoint_sha256)
     for attempt in (1, 2):
         try:
             backend = build(graph.data)
-            unfit = check_graph_io(backend.graph_inputs(), backend.graph_outputs(), 2 * model.num_joints)
+            unfit = check_graph_io(backend.graph_inputs(), backend.graph_outputs(), expected)
         except BackendError as error:
             if not graph.from_cache or attempt == 2:
                 raise

@@ -2,8 +2,9 @@
 
 Backends that run ONNX get their graph from `onnx_graph`: exported on the fly from the loaded
 model, kept under `<cache>/onnx/` (next to `<cache>/checkpoints/`, `$AEPOSE_HOME` or
-`~/.cache/aepose`) under a name that holds the checkpoint's sha256, the torch version (the
-exporter) and the opset, written atomically through the cache's own `FileScope`.
+`~/.cache/aepose`) under a name that holds the checkpoint's sha256, the network's family and
+outputs, the torch version (the exporter) and the opset, written atomically through the cache's
+own `FileScope`.
 
 The cache verifies what it serves: beside each graph, written when it is made, a record
 (`NAME.onnx.digest`) holds the graph's sha256 and the checkpoint's; a graph is served only when
@@ -12,6 +13,11 @@ and the backend checks its inputs and outputs against the network (`check_graph_
 truncated or swapped entry is exported again over itself, with one note saying so; a cache that
 cannot be written (read-only, full, `AEPOSE_HOME` a file) costs an export held in memory for this
 run, with one note.
+
+The graph's outputs are the head's raw outputs, as the reference's head returns them
+(`AENet.raw_outputs`), named by `output_names`: `maps` for a one-output head (HRNet, ResNet,
+MobileNetV2: K heatmaps then K tags at 1/4), `maps_stride4` and `heatmaps_stride2` for
+HigherHRNet, `maps_stage0` .. `maps_stage3` for Hourglass-AE's four stacks.
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "maps"
 # Bump when the export settings below change, so that old cached graphs are not reused.
-_EXPORT_REVISION = "1"
+# 2: every raw output of the head, named by `output_names`.
+_EXPORT_REVISION = "2"
 # The traced input: any size works (the graph has no shape-dependent Python), small is quick.
 _TRACE_HW = (256, 256)
 
@@ -46,6 +53,31 @@ def _first_line(exc: BaseException) -> str:
     return line.split(". Please feel free")[0][:200]
 
 
+def output_names(spec) -> list[str]:
+    """The exported graph's output names for an `AENetSpec`, one per raw head output: what it
+    holds (`maps`: K heatmaps then K tags; `heatmaps`; `tags`), then, for several outputs, their
+    stride (HigherHRNet's resolutions) or their stage (Hourglass-AE's stacks, 0 first)."""
+    outputs = spec.outputs
+    kinds = [OUTPUT_NAME if o.heatmaps and o.tags else ("heatmaps" if o.heatmaps else "tags") for o in outputs]
+    if len(outputs) == 1:
+        return [kinds[0]]
+    if len({o.stride for o in outputs}) == len(outputs):
+        return [f"{kind}_stride{o.stride}" for kind, o in zip(kinds, outputs)]
+    return [f"{kind}_stage{i}" for i, kind in enumerate(kinds)]
+
+
+class _HeadOutputs(torch.nn.Module):
+    """What an exported file computes: the network's raw outputs (a tuple; one tensor alone)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        outputs = self.net.raw_outputs(x)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
 def export_onnx(
     model: torch.nn.Module,
     target: str | Path | io.BytesIO,
@@ -53,7 +85,8 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     static_hw: tuple[int, int] | None = None,
 ) -> None:
-    """Write `model` as ONNX: input `image` `[N, 3, H, W]`, output `maps` `[N, 2K, H/4, W/4]`.
+    """Write the `AENet` `model` as ONNX: input `image` `[N, 3, H, W]`, the head's raw outputs
+    named by `output_names` (a one-output head: `maps` `[N, 2K, H/4, W/4]`).
 
     Batch, height and width are dynamic unless `static_hw` fixes the input to `[1, 3, H, W]`.
     Raises BackendError with the exporter's first line when torch.onnx cannot export it. The
@@ -69,12 +102,12 @@ def export_onnx(
     h, w = static_hw if static_hw is not None else _TRACE_HW
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
+    names = output_names(model.spec)
     dynamic_axes = None
     if static_hw is None:
-        dynamic_axes = {
-            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-            OUTPUT_NAME: {0: "batch", 2: "height_div4", 3: "width_div4"},
-        }
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        for name, out in zip(names, model.spec.outputs):
+            dynamic_axes[name] = {0: "batch", 2: f"height_div{out.stride}", 3: f"width_div{out.stride}"}
     was_training = model.training
     model.eval()
     # `dynamo=False` picks the TorchScript exporter where torch has both (2.5+); older torch has
@@ -85,14 +118,14 @@ def export_onnx(
             warnings.simplefilter("ignore")
             graph = io.BytesIO()  # torch writes into memory; the bytes go to `target` below
             torch.onnx.export(
-                model,
+                _HeadOutputs(model),
                 (dummy,),
                 graph,
                 export_params=True,
                 opset_version=opset,
                 do_constant_folding=True,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=names,
                 dynamic_axes=dynamic_axes,
                 **exporter_choice,
             )
@@ -145,9 +178,10 @@ class _FalseWhenTested:
 
 
 def export_torchscript(model: torch.nn.Module, target: io.BytesIO, *, static_hw: tuple[int, int] | None = None) -> None:
-    """Trace `model` to TorchScript (any input size: the network has no shape-dependent Python)
-    into the buffer `target` (the caller's file scope writes it: torch's own file writer aborts
-    the process on a full disk)."""
+    """Trace the `AENet` `model` to TorchScript (any input size: the network has no
+    shape-dependent Python) into the buffer `target` (the caller's file scope writes it: torch's
+    own file writer aborts the process on a full disk); it returns the head's raw outputs (a
+    tuple; one tensor alone)."""
     h, w = static_hw if static_hw is not None else _TRACE_HW
     param = next(model.parameters())
     dummy = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
@@ -156,7 +190,7 @@ def export_torchscript(model: torch.nn.Module, target: io.BytesIO, *, static_hw:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, (dummy,), check_trace=False)
+            traced = torch.jit.trace(_HeadOutputs(model), (dummy,), check_trace=False)
             traced = torch.jit.freeze(traced) if static_hw is not None else traced
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer)
@@ -167,13 +201,20 @@ def export_torchscript(model: torch.nn.Module, target: io.BytesIO, *, static_hw:
         model.train(was_training)
 
 
-def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None) -> Path:
-    """Where the dynamic-shape ONNX graph of the checkpoint with this sha256 is cached."""
+def onnx_cache_path(sha256: str, opset: int = DEFAULT_OPSET, cache: Path | None = None, *, network: str = "") -> Path:
+    """Where the dynamic-shape ONNX graph of the checkpoint with this sha256 is cached;
+    `network`: what the graph computes beyond the weights (`graph_label`: family and outputs)."""
     from ..zoo import cache_dir
 
     root = Path(cache) if cache is not None else cache_dir()
     torch_version = torch.__version__.split("+")[0]
-    return root / "onnx" / f"{sha256[:32]}-torch{torch_version}-opset{opset}-r{_EXPORT_REVISION}.onnx"
+    label = f"-{network}" if network else ""
+    return root / "onnx" / f"{sha256[:32]}{label}-torch{torch_version}-opset{opset}-r{_EXPORT_REVISION}.onnx"
+
+
+def graph_label(model: torch.nn.Module) -> str:
+    """The family and the number of outputs of the exported graph (`higherhrnet-2out`)."""
+    return f"{model.spec.family}-{len(model.spec.outputs)}out"
 
 
 _DIGEST_SUFFIX = ".digest"
@@ -210,7 +251,7 @@ def onnx_graph(
     notes: list[str] = []
     if sha256 is None:
         return OnnxGraph(_export_bytes(model), None, False, notes)
-    entry = onnx_cache_path(sha256, cache=cache)
+    entry = onnx_cache_path(sha256, cache=cache, network=graph_label(model))
     record = digest_path(entry)
     if rebuild is None:
         served = _verified(entry, record, sha256)
@@ -280,17 +321,29 @@ def _verified(entry: Path, record: Path, sha256: str) -> bytes | str | None:
     return data
 
 
-def check_graph_io(inputs: Sequence[tuple[str, Sequence]], outputs: Sequence[tuple[str, Sequence]], num_outputs: int) -> str | None:
+def expected_graph_outputs(spec) -> list[tuple[str, int, int]]:
+    """What the exported graph of a network with this `AENetSpec` must give, in order: each raw
+    output's name, channels and stride."""
+    return [(name, o.channels, o.stride) for name, o in zip(output_names(spec), spec.outputs)]
+
+
+def check_graph_io(
+    inputs: Sequence[tuple[str, Sequence]], outputs: Sequence[tuple[str, Sequence]], expected: Sequence[tuple[str, int, int]],
+) -> str | None:
     """Why a loaded graph does not fit the network (None: it fits): one input `image` of rank 4
-    with 3 channels, one output `maps` of rank 4 with `num_outputs` (2K) channels. Dimensions are
-    numbers, or names/None where the graph leaves them dynamic."""
+    with 3 channels, and the outputs `expected` (`expected_graph_outputs`: name, channels,
+    stride), each of rank 4 with its channels. Dimensions are numbers, or names/None where the
+    graph leaves them dynamic."""
     if [name for name, _ in inputs] != [INPUT_NAME]:
         return f"has inputs {[name for name, _ in inputs]}, not ['{INPUT_NAME}']"
-    if [name for name, _ in outputs] != [OUTPUT_NAME]:
-        return f"has outputs {[name for name, _ in outputs]}, not ['{OUTPUT_NAME}']"
-    shape_in, shape_out = list(inputs[0][1]), list(outputs[0][1])
+    names = [name for name, _, _ in expected]
+    if [name for name, _ in outputs] != names:
+        return f"has outputs {[name for name, _ in outputs]}, not {names}"
+    shape_in = list(inputs[0][1])
     if len(shape_in) != 4 or shape_in[1] != 3:
         return f"takes {INPUT_NAME} of shape {shape_in}, not [N, 3, H, W]"
-    if len(shape_out) != 4 or shape_out[1] != num_outputs:
-        return f"gives {OUTPUT_NAME} of shape {shape_out}, not [N, {num_outputs}, H/4, W/4]"
+    for (name, shape), (_, channels, stride) in zip(outputs, expected):
+        shape_out = list(shape)
+        if len(shape_out) != 4 or shape_out[1] != channels:
+            return f"gives {name} of shape {shape_out}, not [N, {channels}, H/{stride}, W/{stride}]"
     return None

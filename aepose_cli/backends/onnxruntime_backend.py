@@ -10,8 +10,9 @@ from ..errors import BackendError, ConfigError
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, graph: bytes, *, device: torch.device, threads: int, num_outputs: int) -> None:
-        """`graph`: the ONNX model's bytes (verified by the cache before they get here)."""
+    def __init__(self, graph: bytes, *, device: torch.device, threads: int, output_names: list[str]) -> None:
+        """`graph`: the ONNX model's bytes (verified by the cache before they get here);
+        `output_names`: the head's outputs to fetch, in order (`onnx_export.output_names`)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -35,9 +36,10 @@ class OnnxRuntimeBackend:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"ONNX Runtime cannot load the exported network ({first[:200]})") from None
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        # Names and shapes are checked against the network by the caller (onnx_export.check_graph_io),
+        # which exports a cached graph that does not fit again.
+        self.output_names = list(output_names)
         self.device = device
-        self.num_outputs = num_outputs
         self.notes: list[str] = []
 
     def graph_inputs(self) -> list[tuple[str, list]]:
@@ -46,7 +48,7 @@ class OnnxRuntimeBackend:
     def graph_outputs(self) -> list[tuple[str, list]]:
         return [(node.name, list(node.shape)) for node in self.session.get_outputs()]
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-        (out,) = self.session.run([self.output_name], {self.input_name: array})
-        return torch.from_numpy(out).to(self.device)
+        outs = self.session.run(self.output_names, {self.input_name: array})
+        return [torch.from_numpy(out).to(self.device) for out in outs]

@@ -10,8 +10,9 @@ from ..errors import BackendError
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: bytes, *, threads: int, num_outputs: int) -> None:
-        """`graph`: the ONNX model's bytes (verified by the cache before they get here)."""
+    def __init__(self, graph: bytes, *, threads: int, output_names: list[str]) -> None:
+        """`graph`: the ONNX model's bytes (verified by the cache before they get here);
+        `output_names`: the head's outputs, in order (`onnx_export.output_names`)."""
         import openvino as ov
 
         core = ov.Core()
@@ -29,7 +30,7 @@ class OpenVinoBackend:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"OpenVINO cannot compile the exported network ({first[:200]})") from None
         self.request = self.compiled.create_infer_request()
-        self.num_outputs = num_outputs
+        self.output_names = list(output_names)
         self.notes: list[str] = []
 
     def graph_inputs(self) -> list[tuple[str, list]]:
@@ -38,11 +39,14 @@ class OpenVinoBackend:
     def graph_outputs(self) -> list[tuple[str, list]]:
         return [(node.get_any_name(), _dims(node.get_partial_shape())) for node in self.model.outputs]
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         self.request.infer({0: array})
-        # The output tensor's memory belongs to the request; copy before the next call reuses it.
-        return torch.from_numpy(np.array(self.request.get_output_tensor(0).data, copy=True))
+        # The output tensors' memory belongs to the request; copy before the next call reuses it.
+        return [
+            torch.from_numpy(np.array(self.request.get_output_tensor(i).data, copy=True))
+            for i in range(len(self.output_names))
+        ]
 
 
 def _dims(shape) -> list:

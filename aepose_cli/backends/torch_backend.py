@@ -40,8 +40,9 @@ class TorchBackend:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """`[N, 3, H, W]` -> `[N, 2K, H/4, W/4]` float32 on the model's device.
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """`[N, 3, H, W]` -> the head's raw outputs, float32 on the model's device (HRNet-AE:
+        one `[N, 2K, H/4, W/4]`).
 
         Eval-mode BatchNorm makes samples independent; on CPU a sample's numbers do not depend
         on its batch partners, though batch size 1 takes another kernel path (~1e-6 apart).
@@ -49,7 +50,7 @@ class TorchBackend:
         if self._keeps_memory:
             before_pass(tuple(batch.shape))
         with self._exact_math(), self._autocast():
-            return self.model(batch.to(self.device, non_blocking=True)).float()
+            return [out.float() for out in self.model.raw_outputs(batch.to(self.device, non_blocking=True))]
 
 
 @contextlib.contextmanager

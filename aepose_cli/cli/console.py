@@ -137,46 +137,56 @@ def stage_table(times: StageTimes, unit: str) -> Table:
 
 
 def metrics_table(metrics: Mapping[str, float], title: str = "COCO keypoint evaluation") -> Table:
-    """The ten metrics as a two-column rich table; -1 (no GT in that range) shows as n/a."""
+    """The metrics as a two-column rich table, in their order (COCO's ten, CrowdPose's nine);
+    -1 (no GT in that range) shows as n/a."""
     table = Table(title=title)
     table.add_column("Metric")
     table.add_column("Value", justify="right")
-    from ..evaluation.cocoeval import METRIC_NAMES
-
-    for name in METRIC_NAMES:
-        value = metrics[name]
+    for name, value in metrics.items():
         table.add_row(name, "n/a" if value == -1 else f"{value:.3f}")
     return table
 
 
-def models_table(cache: Path | None = None, *, urls: bool = False) -> Table:
-    """The zoo as a rich table: keypoints, width, published AP, whether it is cached.
+def models_table(cache: Path | None = None, *, urls: bool = False, family: str | None = None) -> Table:
+    """The zoo as a rich table, grouped by family: keypoints, input size, published AP single and
+    multi-scale, whether it is cached; `family` keeps one family (`model.FAMILIES`' keys).
 
     Narrow enough for an 80-column terminal; `urls` adds the download URL and the cache path.
     """
+    from rich import box
+
+    from ..config import FAMILIES
     from ..zoo import checkpoint_path, download_url, zoo_models
 
-    table = Table(title="aepose model zoo (AP: published val, flip test)")
+    models = [m for m in zoo_models().values() if family is None or m.family == family]
+    table = Table(title="aepose model zoo (AP: published val, flip test; ms: scales 2,1,0.5)", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("keypoints", no_wrap=True)
-    table.add_column("width", justify="right")
-    table.add_column("AP single", justify="right")
-    table.add_column("AP multi-scale", justify="right")
-    table.add_column("cached")
+    table.add_column("input", justify="right", no_wrap=True)
+    table.add_column("UDP", no_wrap=True)
+    table.add_column("AP", justify="right", no_wrap=True)
+    table.add_column("AP ms", justify="right", no_wrap=True)
+    table.add_column("cached", no_wrap=True)
     if urls:
         table.add_column("cache path", overflow="fold")
         table.add_column("URL", overflow="fold")
-    for model in zoo_models().values():
-        path = checkpoint_path(model, cache)
-        row = [
-            model.name,
-            f"{model.keypoints.name.upper()} ({model.keypoints.num_joints})",
-            f"W{model.width}",
-            f"{model.ap_single:.3f}",
-            f"{model.ap_multi:.3f}",
-            "yes" if path.is_file() else "no",
-        ]
-        if urls:
-            row += [str(path), download_url(model)]
-        table.add_row(*row)
+    for key, label in FAMILIES.items():
+        members = [m for m in models if m.family == key]
+        if not members:
+            continue
+        table.add_row(Text(label + ":", style="italic"), end_section=False)
+        for i, model in enumerate(members):
+            path = checkpoint_path(model, cache)
+            row = [
+                model.name,
+                f"{model.keypoints.label} {model.keypoints.num_joints}",
+                str(model.input_size),
+                "yes" if model.use_udp else "",
+                f"{model.ap_single:.3f}",
+                "-" if model.ap_multi is None else f"{model.ap_multi:.3f}",
+                "yes" if path.is_file() else "no",
+            ]
+            if urls:
+                row += [str(path), download_url(model)]
+            table.add_row(*row, end_section=i == len(members) - 1)
     return table

@@ -58,11 +58,11 @@ def _evaluate(
 ) -> int:
     from ..evaluation.cocoeval import evaluate_keypoints_detailed
     from ..evaluation.cocofiles import check_results_refer, load_results, predictions_of, subset_annotations
-    from ..keypoints import keypoint_set, keypoint_set_for
+    from ..keypoints import keypoint_set
 
     results_name = None
     if pred_path is not None:
-        kps = keypoint_set(model.keypoints) if model.keypoints else keypoint_set_for(ann_k)
+        kps = keypoint_set(model.keypoints) if model.keypoints else _annotation_keypoint_set(ann, ann_k, ann_path)
         if kps.num_joints != ann_k:
             raise ConfigError(f"--keypoints {kps.name} has {kps.num_joints} joints but {ann_path} has {ann_k}")
         results_path, results_name = load_results(pred_path)  # every entry checked
@@ -73,17 +73,17 @@ def _evaluate(
         timing = None
     else:
         results_path, kps, timing, evaluated = _evaluate_inference(
-            ann_path, ann_k, image_entries, images_dir, results_planned, model, config, allow_missing, skip_existing, engine, scope
+            ann, ann_path, ann_k, image_entries, images_dir, results_planned, model, config, allow_missing, skip_existing, engine, scope
         )
         if len(evaluated) < len(image_entries):
             # Images skipped by --allow-missing are left out of the score, not counted as misses.
             subset = subset_annotations(ann, evaluated)
     evaluation = evaluate_keypoints_detailed(
         subset if subset is not None else ann_path, results_path, kps.sigmas, kps.use_area,
-        annotations_name=str(ann_path), results_name=results_name,
+        annotations_name=str(ann_path), results_name=results_name, mode=kps.evaluation,
     )
     metrics = evaluation.metrics
-    out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, use_area={kps.use_area})"))
+    out_console.print(metrics_table(metrics, title=f"COCO keypoint evaluation ({kps.name}, {kps.evaluation}, use_area={kps.use_area})"))
     if timing is not None:
         out_console.print(timing)
     if metrics_json is not None:
@@ -100,13 +100,50 @@ def _evaluate(
     return 0
 
 
+def _annotation_keypoint_set(ann: dict, ann_k: int, ann_path: Path):
+    """The keypoint set of an annotation file: the only one with its K, else, for 14 joints,
+    CrowdPose when every image has a `crowdIndex` (CrowdPose's files do) or when the category's
+    keypoint names start as CrowdPose's (left side first), AIC when they start as AIC's; a
+    ConfigError asking for --keypoints otherwise."""
+    from ..errors import ConfigError
+    from ..keypoints import AIC, CROWDPOSE, keypoint_set_for, keypoint_sets_with
+
+    if len(keypoint_sets_with(ann_k)) != 1 and ann_k == CROWDPOSE.num_joints:
+        images = ann.get("images") or []
+        if images and all(isinstance(im, dict) and isinstance(im.get("crowdIndex"), (int, float)) for im in images):
+            return CROWDPOSE
+        names = next((cat.get("keypoints") for cat in ann.get("categories", []) if isinstance(cat, dict) and cat.get("keypoints")), None)
+        first = str(names[0]).lower().replace(" ", "_") if names else ""
+        if first == AIC.names[0]:
+            return AIC
+        if first == CROWDPOSE.names[0]:
+            return CROWDPOSE
+    try:
+        return keypoint_set_for(ann_k, str(ann_path))
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("does not say which", "its images have no crowdIndex")) from None
+
+
+def _check_annotation_set(ann: dict, ann_k: int, ann_path: Path, kps) -> None:
+    """An annotation file that says its keypoint set (CrowdPose's crowdIndex, AIC's names) must be
+    the model's: the same K with other joints would be scored with the wrong sigmas."""
+    from ..errors import ConfigError
+
+    try:
+        theirs = _annotation_keypoint_set(ann, ann_k, ann_path)
+    except ConfigError:
+        return
+    if theirs.name != kps.name:
+        raise ConfigError(f"{ann_path} holds {theirs.label} keypoints but the model predicts {kps.label}'s; pass --keypoints {theirs.name} if the checkpoint is a {theirs.label} model")
+
+
 def _results_path(results_out, ann_path: Path) -> Path:
     from ..io.output_paths import resolve_output
 
     return resolve_output(results_out, ann_path, ".json")
 
 
-def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing, engine=None, scope=None):
+def _evaluate_inference(ann, ann_path, ann_k, image_entries, images_dir, results_out, model, config, allow_missing, skip_existing, engine=None, scope=None):
     from ..jobs.dataset import dataset_images, missing_names, run_dataset
     from ..jobs.provenance import provenance
 
@@ -117,6 +154,7 @@ def _evaluate_inference(ann_path, ann_k, image_entries, images_dir, results_out,
     kps = runner.keypoints
     if kps.num_joints != ann_k:
         raise ConfigError(f"the model predicts {kps.num_joints} keypoints but {ann_path} has {ann_k}")
+    _check_annotation_set(ann, ann_k, ann_path, kps)
     produced_by = provenance(images_dir, [im["file_name"] for im, _ in present], model, config, progress=DownloadBar())
     outcome = run_dataset(present, results_out, runner, provenance=produced_by, skip_existing=skip_existing, progress=Bars("img"), scope=scope)
     times = outcome.times

@@ -1,8 +1,10 @@
 """`aepose export`: the network alone (no grouping) as ONNX or TorchScript, for deployment.
 
-The file maps a normalised image batch `image` `[N, 3, H, W]` (H, W multiples of 32) to `maps`
-`[N, 2K, H/4, W/4]`: channels 0..K-1 are heatmaps, K..2K-1 the associative-embedding tags
-(README "Export" documents the normalisation, the flip index and the rest of the pipeline).
+The file maps a normalised image batch `image` `[N, 3, H, W]` (H, W multiples of 32; 64 for
+Hourglass-AE) to the head's raw outputs as the reference's head returns them (HRNet, ResNet,
+MobileNetV2: `maps` `[N, 2K, H/4, W/4]`, channels 0..K-1 heatmaps, K..2K-1 the tags; HigherHRNet
+and Hourglass-AE: several, `backends.onnx_export.output_names`). docs/export.md documents each
+family's layout, the normalisation, the flip index and the rest of the pipeline.
 """
 from __future__ import annotations
 
@@ -44,17 +46,20 @@ def run_export(
     opset: int | None = None,
     static_hw: tuple[int, int] | None = None,
     progress: Progress | None = None,
-) -> Path:
-    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out`.
-    `progress`: where a model download shows.
+) -> tuple[Path, list[str]]:
+    """Write the network of a zoo model or checkpoint to `out` atomically; returns `out` and
+    one description per output (`name [N, C, H/s, W/s]`). `progress`: where a model download
+    shows. Only the tensors matter here: the input size, UDP flag and keypoint set a model
+    runs with are not part of the network.
 
     `out` is planned as every command's outputs are (`io.output_plan`): it may not be the
     checkpoint, and a folder that cannot be written (read-only, a missing parent below a file) is
     refused before the model loads (exit 6). The network is exported into memory and written by
     the plan's scope, so a full disk is one line too (exit 6) and leaves no temporary."""
-    from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript
-    from ..estimator import load_model
+    from ..backends.onnx_export import DEFAULT_OPSET, export_onnx, export_torchscript, output_names
     from ..io.output_plan import OutputPlan, output_error
+    from ..model import build_from_checkpoint
+    from ..zoo import resolve_checkpoint
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
@@ -73,7 +78,11 @@ def run_export(
         plan.add_input(checkpoint)
     plan.add_output(out, "--out")
     scope = plan.check()
-    net, keypoints, _ = load_model(model_name, checkpoint, progress=progress)
+    path, _ = resolve_checkpoint(model_name, checkpoint, progress=progress)
+    net, _ = build_from_checkpoint(path)
+    multiple = net.spec.input_multiple
+    if static_hw is not None and (static_hw[0] % multiple or static_hw[1] % multiple):
+        raise ConfigError(f"--static {static_hw[0]},{static_hw[1]}: this network needs multiples of {multiple}")
     buffer = io.BytesIO()
     if fmt == "onnx":
         export_onnx(net, buffer, opset=opset if opset is not None else DEFAULT_OPSET, static_hw=static_hw)
@@ -83,4 +92,7 @@ def run_export(
         scope.store_bytes(out, buffer.getbuffer())
     except OSError as error:
         raise output_error(error, f"--out {out}") from None
-    return out
+    described = [
+        f"'{name}' [N, {o.channels}, H/{o.stride}, W/{o.stride}]" for name, o in zip(output_names(net.spec), net.spec.outputs)
+    ]
+    return out, described

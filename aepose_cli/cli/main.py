@@ -17,7 +17,10 @@ from .. import __version__
 from ..config import (
     BACKEND_CHOICES,
     ENGINES,
+    FAMILIES,
+    MAX_INPUT_SIZE,
     MAX_WORKERS,
+    MIN_INPUT_SIZE,
     PRECISIONS,
     DrawConfig,
     EngineConfig,
@@ -85,6 +88,12 @@ def _parse_scales(_ctx, _param, value: str) -> tuple[float, ...]:
     return scales
 
 
+def _check_input_size(_ctx, _param, value: int | None) -> int | None:
+    if value is not None and value % _INFERENCE.size_divisor:
+        raise click.BadParameter(f"{value} is not a multiple of {_INFERENCE.size_divisor} (the published models: 512 or 640)")
+    return value
+
+
 def _check_device(_ctx, _param, value: str) -> str:
     """`auto`, `cpu`, `cuda` or `cuda:N` where this machine has that GPU; anything else is refused
     here, before a model loads (torch accepts `meta`, `mps`, ... that this tool cannot run on)."""
@@ -111,7 +120,9 @@ def model_options(func):
     options = [
         click.option("--model", "model_name", default=None, help="Zoo model to use (see `aepose models`); default hrnet_w32_coco."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Local checkpoint (.pth, mmpose layout); never touches the network."),
-        click.option("--keypoints", type=click.Choice(list(KEYPOINT_SETS)), default=None, help="Keypoint set of the checkpoint; default chosen by its number of joints."),
+        click.option("--keypoints", type=click.Choice(list(KEYPOINT_SETS)), default=None, help="Keypoint set of the checkpoint; default: its zoo entry's or metadata's, else chosen by its number of joints (14 needs aic or crowdpose)."),
+        click.option("--input-size", type=click.IntRange(MIN_INPUT_SIZE, MAX_INPUT_SIZE), default=None, callback=_check_input_size, help="Input size of a checkpoint that does not say it (512 or 640 for the published models); default: its zoo entry's or metadata's, else 512."),
+        click.option("--udp/--no-udp", "use_udp", default=None, help="Run a checkpoint that does not say it with (or without) UDP, as mmpose's *_udp models; default: its zoo entry's or metadata's, else without."),
         click.option("--device", default="auto", show_default=True, callback=_check_device, help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1."),
         click.option("--precision", type=click.Choice(PRECISIONS), default=_INFERENCE.precision, show_default=True, help="fp32 is exact to the reference; fp16/bf16 are faster on GPUs (refused on CPU, where they are slower)."),
         click.option("--scales", default=",".join(f"{s:g}" for s in _INFERENCE.scales), show_default=True, callback=_parse_scales, help=f"Test scales, e.g. 2,1,0.5 for multi-scale testing (each in (0, {MAX_SCALE:g}])."),
@@ -234,6 +245,8 @@ def _inference_config(opts: dict, *, nms_default: float | None = _INFERENCE.pose
         backend=opts["backend"],
         threads=opts["threads"],
         max_pixels=opts["max_pixels"] or None,
+        input_size=opts["input_size"],
+        use_udp=opts["use_udp"],
     )
     if engine is not None:
         check_engine_device(config, engine)
@@ -258,14 +271,15 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--urls", is_flag=True, help="Also show each model's download URL and cache path.")
+@click.option("--family", type=click.Choice(list(FAMILIES)), default=None, help="Only this family's models.")
 @click.option("--download", "download", metavar="NAME", default=None, help="Fetch this model into the cache (for offline machines) and print its path.")
-def models(urls, download) -> None:
-    """List the published models, their COCO/AIC/MHP AP and whether they are cached."""
+def models(urls, family, download) -> None:
+    """List the published models by family, their published AP and whether they are cached."""
     from .models import run_download, run_models
 
     if download is not None:
         return run_download(download)
-    return run_models(urls=urls)
+    return run_models(urls=urls, family=family)
 
 
 # -- image and folder ----------------------------------------------------------------------
@@ -359,16 +373,17 @@ def evaluate(ann_path, images_dir, pred_path, results_out, metrics_json, max_ima
 @click.option("--static", "static", default=None, metavar="H,W", help="Fixed input [1, 3, H, W] instead (multiples of 32).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="File to write (atomically).")
 def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
-    """Write the network alone (HRNet + AE head, no grouping) as ONNX or TorchScript."""
+    """Write the network alone (backbone + AE head, no grouping) as ONNX or TorchScript."""
     from .console import DownloadBar, err_console
     from .export import parse_static, run_export
 
     if dynamic and static is not None:
         raise ConfigError("--dynamic and --static contradict each other")
     static_hw = parse_static(static)
-    path = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw, progress=DownloadBar())
+    path, outputs = run_export(model_name=model_name, checkpoint=checkpoint, fmt=fmt, out=out, opset=opset, static_hw=static_hw, progress=DownloadBar())
     shape = "[N, 3, H, W]" if static_hw is None else f"[1, 3, {static_hw[0]}, {static_hw[1]}]"
-    err_console.print(f"wrote {path}: input 'image' {shape} (RGB, normalised), output 'maps' [N, 2K, H/4, W/4] (heatmaps then tags; README 'Export')")
+    label = "output" if len(outputs) == 1 else "outputs"
+    err_console.print(f"wrote {path}: input 'image' {shape} (RGB, normalised), {label} {', '.join(outputs)} (heatmaps then tags; docs/export.md)")
 
 
 # -- video -----------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ import click
 from .console import DownloadBar, models_table, out_console
 
 
-def run_models(*, urls: bool = False) -> int:
-    """The zoo table; narrow enough for an 80-column terminal unless `urls` adds URL and path."""
-    out_console.print(models_table(urls=urls))
+def run_models(*, urls: bool = False, family: str | None = None) -> int:
+    """The zoo table, grouped by family (or one `family`); narrow enough for an 80-column
+    terminal unless `urls` adds URL and path."""
+    out_console.print(models_table(urls=urls, family=family))
     return 0
 
 

@@ -50,14 +50,14 @@ def run_video(
     """
     (job,), scope = plan_video_run([source], options, listings=listings, recursive=recursive)
     with entered(scope):  # the outputs locked before anything is decided or loaded
-        known = estimator.config if isinstance(estimator, PoseEstimator) else config
+        known = estimator.requested_config if isinstance(estimator, PoseEstimator) else config
         decided = decide_resume([job], options, draw_cfg, model, known, progress=DownloadBar(), on_skip=_skipped)
         if decided.skip:
             return 0
         runner = build_runner(model, known, estimator=estimator if isinstance(estimator, PoseEstimator) else estimator())
         base = decided.base
         if model is not None and base is None:
-            base = base_provenance(model, runner.config, progress=DownloadBar())
+            base = base_provenance(model, known if known is not None else runner.config, progress=DownloadBar())
         produced_by = None if base is None else job_provenance(base, job, options, draw_cfg, runner.config.batch_size)
         outcome = process_video(
             job, runner, draw_cfg, options, produced_by=produced_by, progress=Bars("frame", enabled=progress), resume=bool(decided.resume),
@@ -113,7 +113,7 @@ def run_videos(
         return run_video(sources[0], estimator, draw_cfg, options, model, config=config, progress=progress, listings=listings, recursive=recursive)
     jobs, scope = plan_video_run(sources, options, listings=listings, recursive=recursive)
     with entered(scope):  # the outputs locked before anything is decided or loaded
-        known = estimator.config if isinstance(estimator, PoseEstimator) else config
+        known = estimator.requested_config if isinstance(estimator, PoseEstimator) else config
         decided = decide_resume(jobs, options, draw_cfg, model, known, progress=DownloadBar(), on_skip=_skipped)
         todo = [i for i in range(len(jobs)) if i not in decided.skip]
         if not todo:
@@ -125,7 +125,7 @@ def run_videos(
             runner = build_runner(model, known, estimator=estimator if isinstance(estimator, PoseEstimator) else estimator())
         base = decided.base
         if model is not None and base is None:
-            base = base_provenance(model, runner.config, progress=DownloadBar())
+            base = base_provenance(model, known if known is not None else runner.config, progress=DownloadBar())
         with runner:
             run = run_video_jobs(
                 runner, [jobs[i] for i in todo], draw_cfg, options, batch_size=runner.config.batch_size, base=base,

@@ -89,10 +89,19 @@ class RayRunner:
 
         if engine.engine != "ray":
             raise ValueError("RayRunner runs --engine ray only")
+        from ..aggregation import HeadPlan
+
         check_engine_device(config, engine)
-        resolved = resolve_model(model.name, model.checkpoint, model.keypoints, progress=progress, keep_bytes=True)
+        resolved = resolve_model(
+            model.name, model.checkpoint, model.keypoints, progress=progress, keep_bytes=True,
+            input_size=config.input_size, use_udp=config.use_udp,
+        )
         self.keypoints = resolved.keypoints
+        # The model's input size and UDP flag filled in, as the single engine's estimator has them.
+        config = resolved.configured(config)
         self.config = config
+        # What the grouping tasks need to aggregate the network's outputs without the network.
+        self.plan = HeadPlan.of(resolved.net.spec, config.udp)
         self.engine = engine
         self.checkpoint_name = str(resolved.path)
         self._checkpoint = resolved.data
@@ -273,7 +282,7 @@ def _dataset(batches: list[list[WorkItem]], runner: RayRunner, model_ref, thread
         fn_constructor_kwargs=runner._network_kwargs(model_ref, threads), **runner._network_resources(),
     )
     dataset = dataset.map_batches(
-        _group_rows, batch_size=1, fn_kwargs={"keypoints": runner.keypoints, "config": runner.config},
+        _group_rows, batch_size=1, fn_kwargs={"keypoints": runner.keypoints, "config": runner.config, "plan": runner.plan},
         num_cpus=1, max_retries=TASK_RETRIES,
     )
     return dataset
@@ -363,7 +372,7 @@ class NetworkWorker:
             for prep in records:
                 if prep.outputs is not None:
                     outs, outs_flip = prep.outputs
-                    prep.outputs = ([o.cpu().numpy() for o in outs], None if outs_flip is None else [o.cpu().numpy() for o in outs_flip])
+                    prep.outputs = (_arrays(outs), None if outs_flip is None else _arrays(outs_flip))
             payloads.append(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
         return {"seq": batch["seq"], "payload": _objects(payloads)}
 
@@ -394,20 +403,20 @@ class TaskWorker:
         return {"seq": batch["seq"], "answer": _objects(answers)}
 
 
-def _group_rows(batch: dict[str, np.ndarray], *, keypoints, config: InferenceConfig) -> dict[str, np.ndarray]:
-    """Aggregate flip and scales on the base canvas (`stages.aggregate`: counted as network
-    time, as in the single engine), then group and pose-NMS (`stages.group`): the results the
-    driver writes."""
+def _group_rows(batch: dict[str, np.ndarray], *, keypoints, config: InferenceConfig, plan) -> dict[str, np.ndarray]:
+    """Aggregate flip and scales (`stages.aggregate`: counted as network time, as in the single
+    engine; `plan`: which outputs and how, `aggregation.HeadPlan`), then group and pose-NMS
+    (`stages.group`): the results the driver writes."""
     import torch
 
     from ..estimator import result_from_maps
-    from ..inference import aggregate_outputs
+    from ..inference import aggregate_network_outputs
 
     flip_index = torch.tensor(keypoints.flip_index, dtype=torch.long)
 
     def aggregated(geometry, outputs):
         outs, outs_flip = outputs
-        maps, _ = aggregate_outputs(geometry, [_tensor(a) for a in outs], None if outs_flip is None else [_tensor(a) for a in outs_flip], flip_index)
+        maps, _ = aggregate_network_outputs(geometry, _tensors(outs), None if outs_flip is None else _tensors(outs_flip), flip_index, plan)
         return maps
 
     def grouped(maps, index, **where):
@@ -422,6 +431,15 @@ def _group_rows(batch: dict[str, np.ndarray], *, keypoints, config: InferenceCon
             prep.geometry = None
         payloads.append(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
     return {"seq": batch["seq"], "payload": _objects(payloads)}
+
+
+def _arrays(per_scale) -> list[tuple[np.ndarray, ...]]:
+    """Per scale, the tuple of a network's outputs as numpy arrays (to travel between tasks)."""
+    return [tuple(t.cpu().numpy() for t in scale) for scale in per_scale]
+
+
+def _tensors(per_scale) -> list[tuple]:
+    return [tuple(_tensor(a) for a in scale) for scale in per_scale]
 
 
 def _tensor(array: np.ndarray):

@@ -100,8 +100,12 @@ def analyze_keypoints(
     flip_index: Sequence[int],
     use_area: bool = True,
     params: AnalysisParams = AnalysisParams(),
+    *,
+    crowd_mode: bool = False,
 ) -> dict[str, Any]:
     """All numbers of the error diagnosis, as plain JSON-ready data (see `report.py`).
+    `crowd_mode`: the ground truth ignored as CrowdPose's evaluation ignores it (`num_keypoints`
+    0), so that the baseline curves are the evaluator's.
 
     Keys: `oks_thresholds`, `recall_thresholds`, `area_ranges`, `error_curves` (per area label
     and curve: `ap` and `recall` per OKS threshold, `precision` [T][R]), `ap_gain` (per area
@@ -110,7 +114,7 @@ def analyze_keypoints(
     background false positives and false negatives per threshold) and `sensitivity` (AP by
     size, by number of labelled keypoints and by number of overlapping people).
     """
-    data = _load(annotations, results, sigmas, flip_index, use_area, params.max_dets)
+    data = _load(annotations, results, sigmas, flip_index, use_area, params.max_dets, crowd_mode)
     thresholds = ev.OKS_THRESHOLDS
     ranges = params.area_ranges
     labels, corrected = _localization(data, params)
@@ -168,7 +172,7 @@ def analyze_keypoints(
 # Loading
 
 
-def _load(annotations, results, sigmas, flip_index, use_area: bool, max_dets: int) -> _Data:
+def _load(annotations, results, sigmas, flip_index, use_area: bool, max_dets: int, crowd_mode: bool = False) -> _Data:
     dataset = ev.load_dataset(annotations)
     sigmas_array = np.asarray(sigmas, dtype=np.float64)
     flip = np.asarray(flip_index, dtype=np.int64)
@@ -187,7 +191,7 @@ def _load(annotations, results, sigmas, flip_index, use_area: bool, max_dets: in
         raise AnnotationError(f"{results_name}: no detections to analyse")
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     category_index = {dataset.category_ids[0]: 0}
-    gts = ev.ground_truth(dataset, image_index, category_index, use_area)
+    gts = ev.ground_truth(dataset, image_index, category_index, use_area, crowd_mode=crowd_mode)
     dts = ev.detections(result_list, results_name, dataset, image_index, category_index, max_dets)
     gt_first = np.searchsorted(gts.group, dts.group, side="left")
     gt_count = np.searchsorted(gts.group, dts.group, side="right") - gt_first

@@ -24,6 +24,17 @@ Every detail that can move a number is replicated on purpose:
 The matching loop, which is sequential over the (at most 20) ranks of an image, runs for all
 images, area ranges and thresholds at once, so the cost is a few dozen numpy calls instead of
 a Python loop per detection and GT.
+
+CrowdPose (`mode="keypoints_crowd"`, as mmpose 0.29's `BottomUpCrowdPoseDataset` calls
+xtcocotools with `use_area=False`) differs in three places, reproduced as well:
+
+* a ground truth is ignored when its `num_keypoints` is 0 (CrowdPose counts only visible
+  joints there), not when it has no labelled keypoint; the OKS still averages over v > 0;
+* nine numbers (`CROWD_METRIC_NAMES`): AP, AP .5, AP .75, AR, AR .5, AR .75 over all people
+  (no medium/large), then AP of the easy, medium and hard images: those whose `crowdIndex` is
+  below 0.2, below 0.8, and the rest, each evaluated on its own;
+* those three are the mean of the whole precision array of the subset (entries of -1 included,
+  -1 when the subset has no person to find), rounded to 4 decimals.
 """
 
 from __future__ import annotations
@@ -78,6 +89,11 @@ _SUMMARY: tuple[tuple[bool, float | None, str], ...] = (
     (False, None, "large"),
 )
 _EPS = np.spacing(1)
+# CrowdPose's summary (xtcocotools' `_summarizeKps_crowd`), named as mmpose 0.29 names them.
+CROWD_METRIC_NAMES: tuple[str, ...] = ("AP", "AP .5", "AP .75", "AR", "AR .5", "AR .75", "AP(E)", "AP(M)", "AP(H)")
+# Crowd index bounds of the easy / medium / hard images (`get_type_result(first=0.2, second=0.8)`).
+CROWD_INDEX_BOUNDS = (0.2, 0.8)
+MODES = ("keypoints", "keypoints_crowd")
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,8 @@ class Dataset:
     category_ids: list[Any]
     annotations: list[dict]
     num_joints: int
+    # Each image's `crowdIndex` (CrowdPose), by image id; None where the file gives none.
+    crowd_index: dict[Any, float] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,20 +148,23 @@ def evaluate_keypoints(
     *,
     annotations_name: str | None = None,
     results_name: str | None = None,
+    mode: str = "keypoints",
 ) -> dict[str, float]:
     """Score keypoint `results` against COCO-style `annotations` exactly as the reference does.
 
     `annotations_name` / `results_name` name in-memory inputs in error messages (files are
-    named by their path).
+    named by their path). `mode`: xtcocotools' `keypoints` (COCO, AIC, MHP: the ten
+    `METRIC_NAMES`) or `keypoints_crowd` (CrowdPose: the nine `CROWD_METRIC_NAMES`; the
+    annotations need `num_keypoints` and the images `crowdIndex`).
 
     `annotations` is a COCO dataset (dict or JSON path); `results` is a COCO results list (list
-    or JSON path) of `{image_id, category_id, keypoints, score[, bbox]}`. Returns the ten
-    metrics keyed by `METRIC_NAMES`, -1.0 where no GT falls in a range. An empty results list
+    or JSON path) of `{image_id, category_id, keypoints, score[, bbox]}`. Returns the metrics
+    keyed by their names, in order, -1.0 where no GT falls in a range. An empty results list
     scores 0 everywhere, as mmpose's evaluation reports it without calling the evaluator.
     """
     return evaluate_keypoints_detailed(
         annotations, results, sigmas, use_area, max_dets,
-        annotations_name=annotations_name, results_name=results_name,
+        annotations_name=annotations_name, results_name=results_name, mode=mode,
     ).metrics
 
 
@@ -156,12 +177,15 @@ def evaluate_keypoints_detailed(
     *,
     annotations_name: str | None = None,
     results_name: str | None = None,
+    mode: str = "keypoints",
 ) -> Evaluation:
     """`evaluate_keypoints` that also returns the accumulated precision and recall arrays."""
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     try:
-        return _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name)
+        return _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name, mode)
     except (TypeError, KeyError, ValueError, IndexError, AttributeError):
         # In-memory inputs are not checked up front (files are, when read: see `load_annotations`,
         # `load_results`); when they break the evaluation, the checks say where.
@@ -172,7 +196,7 @@ def evaluate_keypoints_detailed(
         raise
 
 
-def _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name) -> Evaluation:
+def _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name, results_name, mode="keypoints") -> Evaluation:
     dataset = load_dataset(annotations, annotations_name)
     sigmas_array = np.asarray(sigmas, dtype=np.float64)
     if sigmas_array.shape != (dataset.num_joints,):
@@ -180,12 +204,13 @@ def _evaluate(annotations, results, sigmas, use_area, max_dets, annotations_name
             f"{dataset.name}: annotations have K={dataset.num_joints} keypoints but "
             f"{sigmas_array.size} sigmas were given"
         )
-    return _evaluate_loaded(dataset, results, sigmas_array, use_area, max_dets, results_name)
+    return _evaluate_loaded(dataset, results, sigmas_array, use_area, max_dets, results_name, mode)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The ten metrics and the accumulated arrays they were summarised from.
+    """The metrics (COCO's ten, CrowdPose's nine) and the accumulated arrays of all images they
+    were summarised from.
 
     `precision` is [T, R, C, A] (OKS thresholds `OKS_THRESHOLDS`, recall thresholds
     `RECALL_THRESHOLDS`, categories, area ranges `AREA_RANGES`), `recall` [T, C, A]; -1 where a
@@ -210,8 +235,13 @@ def _evaluate_loaded(
     use_area: bool,
     max_dets: int,
     results_name: str | None = None,
+    mode: str = "keypoints",
 ) -> Evaluation:
     """`evaluate_keypoints` on a loaded dataset, keeping the precision and recall arrays."""
+    crowd = mode == "keypoints_crowd"
+    names = CROWD_METRIC_NAMES if crowd else METRIC_NAMES
+    if crowd:
+        _check_crowd_dataset(dataset)
     if isinstance(results, (str, Path)):
         result_list, results_name = load_results(results, results_name)
     else:
@@ -219,14 +249,48 @@ def _evaluate_loaded(
         if not isinstance(result_list, list):
             raise AnnotationError(f"{results_name}: results must be a list of detections")
     if not result_list:
-        return Evaluation({name: 0.0 for name in METRIC_NAMES}, None, None)
+        return Evaluation({name: 0.0 for name in names}, None, None)
     image_index = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     category_index = {cat_id: i for i, cat_id in enumerate(dataset.category_ids)}
     num_images = len(dataset.image_ids)
-    gts = ground_truth(dataset, image_index, category_index, use_area)
+    gts = ground_truth(dataset, image_index, category_index, use_area, crowd_mode=crowd)
     dts = detections(result_list, results_name, dataset, image_index, category_index, max_dets)
     precision, recall = _accumulate(gts, dts, sigmas, len(category_index), num_images)
-    return Evaluation(_summarize(precision, recall), precision, recall)
+    if not crowd:
+        return Evaluation(_summarize(precision, recall), precision, recall)
+    metrics = _summarize_crowd(precision, recall)
+    for name, images in zip(CROWD_METRIC_NAMES[6:], _crowd_classes(dataset)):
+        metrics[name] = _subset_ap(gts, dts, sigmas, len(category_index), num_images, [image_index[i] for i in images])
+    return Evaluation(metrics, precision, recall)
+
+
+def _check_crowd_dataset(dataset: Dataset) -> None:
+    if dataset.crowd_index is None or len(dataset.crowd_index) != len(dataset.image_ids):
+        raise AnnotationError(f"{dataset.name}: CrowdPose evaluation needs every image's 'crowdIndex'")
+
+
+def _crowd_classes(dataset: Dataset) -> tuple[list, list, list]:
+    """Image ids of the easy, medium and hard images, in file order (xtcocotools' `split`)."""
+    first, second = CROWD_INDEX_BOUNDS
+    easy, medium, hard = [], [], []
+    for image_id, index in dataset.crowd_index.items():  # type: ignore[union-attr]
+        (easy if index < first else medium if index < second else hard).append(image_id)
+    return easy, medium, hard
+
+
+def _subset_ap(
+    gts: GroundTruth, dts: Detections, sigmas: np.ndarray, num_categories: int, num_images: int, images: list[int]
+) -> float:
+    """AP of the images `images` (indices) evaluated alone, as `get_type_result` reports it: the
+    mean of the whole precision array of area 'all', -1 entries included, rounded to 4 places."""
+    keep = np.zeros(num_images, dtype=bool)
+    keep[images] = True
+    gt_rows = keep[gts.group % num_images]
+    dt_rows = keep[dts.group % num_images]
+    sub_gts = GroundTruth(*(getattr(gts, f)[gt_rows] for f in GroundTruth.__dataclass_fields__))
+    sub_dts = Detections(*(getattr(dts, f)[dt_rows] for f in Detections.__dataclass_fields__))
+    precision, _ = _accumulate(sub_gts, sub_dts, sigmas, num_categories, num_images)
+    return float(np.round(np.mean(precision[:, :, :, 0]), 4))
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +320,18 @@ def load_dataset(source: Any, name: str | None = None) -> Dataset:
         raise AnnotationError(f"{name}: an image or category entry has no usable 'id'") from err
     if not image_ids or not category_ids:
         raise AnnotationError(f"{name}: no 'images' or no 'categories' to evaluate against")
-    return Dataset(name, image_ids, category_ids, annotations, lengths.pop() // 3)
+    return Dataset(name, image_ids, category_ids, annotations, lengths.pop() // 3, _crowd_indices(data, name))
+
+
+def _crowd_indices(data: dict, name: str) -> dict[Any, float] | None:
+    """Each image's `crowdIndex` by id (file order), or None when any image lacks a number there."""
+    indices: dict[Any, float] = {}
+    for image in data.get("images", []):
+        value = image.get("crowdIndex") if isinstance(image, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        indices[image["id"]] = float(value)
+    return indices
 
 
 def _selected_annotations(dataset: Dataset, category_index: Mapping[Any, int]) -> list[dict]:
@@ -287,8 +362,11 @@ def ground_truth(
     image_index: Mapping[Any, int],
     category_index: Mapping[Any, int],
     use_area: bool,
+    *,
+    crowd_mode: bool = False,
 ) -> GroundTruth:
-    """Arrays of the evaluated GT, with ignore flags and the two areas xtcocotools uses."""
+    """Arrays of the evaluated GT, with ignore flags and the two areas xtcocotools uses
+    (`crowd_mode`: a GT without keypoints is one whose `num_keypoints` is 0, CrowdPose's rule)."""
     anns = _selected_annotations(dataset, category_index)
     k = dataset.num_joints
     try:
@@ -309,6 +387,11 @@ def ground_truth(
     range_area = np.where(has_area & use_area, annotated_area, box_area)
     crowd = np.array([bool(a.get("iscrowd", False)) for a in anns], dtype=bool)
     labelled = np.count_nonzero(keypoints[:, :, 2] > 0, axis=1)
+    if crowd_mode:
+        try:
+            labelled = np.array([a["num_keypoints"] for a in anns], dtype=np.float64).reshape(-1)
+        except (KeyError, TypeError, ValueError) as err:
+            raise AnnotationError(f"{dataset.name}: CrowdPose evaluation needs every annotation's 'num_keypoints' ({err!r})") from err
     groups = np.array(
         [
             category_index[a["category_id"]] * len(image_index) + image_index[a["image_id"]]
@@ -699,6 +782,13 @@ def precision_recall(
         inside = index < num_dets
         precision[t, inside] = envelope[t, index[inside]]
     return precision, rc[:, -1]
+
+
+def _summarize_crowd(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
+    """CrowdPose's first six numbers: AP and AR over all people (area 'all'), mean and at OKS
+    .5 and .75, from the same arrays as COCO's."""
+    coco = _summarize(precision, recall)
+    return {name: coco[name] for name in CROWD_METRIC_NAMES[:6]}
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:

@@ -212,7 +212,7 @@ def write_report(
     target = Path(report_dir)
     data: dict[str, Any] = {
         "title": title,
-        "keypoints": {"set": keypoints.name, "names": list(keypoints.names), "use_area": keypoints.use_area},
+        "keypoints": {"set": keypoints.name, "names": list(keypoints.names), "use_area": keypoints.use_area, "evaluation": keypoints.evaluation},
         "metrics": dict(evaluation.metrics),
     }
     if evaluation.precision is None:
@@ -222,7 +222,8 @@ def write_report(
         data["pr_curves"] = _pr_curves(evaluation)
         data.update(
             analysis.analyze_keypoints(
-                annotations, results, keypoints.sigmas, keypoints.flip_index, keypoints.use_area
+                annotations, results, keypoints.sigmas, keypoints.flip_index, keypoints.use_area,
+                crowd_mode=keypoints.evaluation == "keypoints_crowd",
             )
         )
         files = _plots(data, keypoints)
@@ -455,12 +456,10 @@ def _plot_sensitivity(figure, data):
 
 
 def _html(data: dict[str, Any], plots: Sequence[tuple[str, str, str]]) -> str:
-    from .cocoeval import METRIC_NAMES
-
     e = html.escape
     rows = "".join(
-        f"<tr><th>{e(name)}</th><td>{'n/a' if data['metrics'][name] == -1 else format(data['metrics'][name], '.3f')}</td></tr>"
-        for name in METRIC_NAMES
+        f"<tr><th>{e(name)}</th><td>{'n/a' if value == -1 else format(value, '.3f')}</td></tr>"
+        for name, value in data["metrics"].items()
     )
     parts = [
         "<!DOCTYPE html>",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,16 +212,9 @@ def open_media_file(path: Path, timeout_s: float = 5.0) -> av.container.InputCon
     Checked with stat first, never by opening: a missing file, a folder, a FIFO, socket or
     device (opening a FIFO blocks until a writer comes), an empty file are one-line InputErrors;
     so is a format refused because it names other files (a playlist), or no media at all."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
-    if stat.S_ISDIR(mode):
-        raise InputError(f"{path}: is a directory, not a video file")
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{path}: not a regular file (a pipe, socket or device); refused")
+    from .sources import check_regular_file
+
+    check_regular_file(path, "video")
     if os.stat(path).st_size == 0:
         raise InputError(f"{path}: empty file")
     try:

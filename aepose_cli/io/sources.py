@@ -88,7 +88,7 @@ def check_regular_file(path: Path, what: str = "image") -> None:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(mode):
-        raise InputError(f"{path}: is a directory, not an {what} file")
+        raise InputError(f"{path}: is a directory, not {'an' if what[:1] in 'aeiou' else 'a'} {what} file")
     if not stat.S_ISREG(mode):
         raise InputError(f"{path}: not a regular file (a pipe, socket or device); refused")
 
