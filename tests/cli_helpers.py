@@ -410,3 +410,18 @@ def mounted_tmpfs(where: Path, options: str):
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remux_video(source: Path, out: Path, **open_options: Any) -> Path:
+    """Copy `source`'s video packets, untouched, into `out` opened with `open_options` (a
+    container `format`, muxer `options`); packets without a decoding time are left out."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(out), "w", **open_options) as dst:
+        in_stream = src.streams.video[0]
+        out_stream = dst.add_stream_from_template(in_stream)
+        for packet in src.demux(in_stream):
+            if packet.dts is not None:
+                packet.stream = out_stream
+                dst.mux(packet)
+    return out

@@ -268,6 +268,8 @@ def test_importing_and_predicting_change_nothing_process_wide(tmp_path):
     assert report["threads_kept"] and report["filters_kept"], report
     # malloc's defaults: every pass after the first faults its activations in anew (the first
     # may find room in the heap the predictions left free).
-    assert report["malloc_tuned"] is False and min(report["faults"][1:]) > 30_000, report
+    # (10,000: this probe predicts once per pass through the whole estimator, whose activations
+    # fault in ~18,000 pages on torch 2.1 and more on newer torch; a tuned heap faults ~0.)
+    assert report["malloc_tuned"] is False and min(report["faults"][1:]) > 10_000, report
     if len(backends) > 1:
         assert list((tmp_path / "home" / "onnx").glob("*.onnx")), "an ONNX backend ran: its graph was exported"

@@ -576,14 +576,9 @@ def test_failed_run_without_keep_partial_leaves_nothing(tmp_path):
 
 def faststart_copy(source: Path, out: Path) -> Path:
     """Remux with the index (moov) first, as streaming-friendly MP4s are, so a cut file opens."""
-    with av.open(str(source)) as src, av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
-        in_stream = src.streams.video[0]
-        out_stream = dst.add_stream_from_template(in_stream)
-        for packet in src.demux(in_stream):
-            if packet.dts is not None:
-                packet.stream = out_stream
-                dst.mux(packet)
-    return out
+    from cli_helpers import remux_video
+
+    return remux_video(source, out, options={"movflags": "faststart"})
 
 
 @needs_shared

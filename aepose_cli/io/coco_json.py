@@ -499,9 +499,10 @@ def provenance_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 
 def _short(value: Any) -> str:
-    """A value in a message: its repr, cut to 60 characters."""
+    """A value in a message: its repr, cut to 80 characters (a hostile file's value stays one
+    short line; a sha256, 66 with its quotes, is named whole)."""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _holder(journal: Path) -> str:
