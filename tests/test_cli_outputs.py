@@ -68,19 +68,44 @@ def test_stem_ids_are_the_official_ids(mini_val_results):
     assert ids <= set(official.values())
 
 
+def _truth_moved(annotations: dict, image_ids: set[int], seed: int = 0) -> list[dict]:
+    """Results made from the annotated people of the images the run numbered, each joint moved
+    by a few pixels and each person given a random score (and a box, as ours have): the tiny checkpoint is untrained (its
+    own results score 0 everywhere), and with these the ten numbers are not all zeros."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for ann in annotations["annotations"]:
+        if ann["image_id"] not in image_ids or ann["iscrowd"] or ann["num_keypoints"] == 0:
+            continue
+        joints = np.asarray(ann["keypoints"], dtype=float).reshape(-1, 3)
+        joints[:, :2] += rng.normal(0.0, 6.0, size=(len(joints), 2))
+        joints[:, 2] = 1.0
+        (x0, y0), (x1, y1) = joints[:, :2].min(axis=0), joints[:, :2].max(axis=0)
+        results.append({
+            "image_id": ann["image_id"], "category_id": 1, "keypoints": joints.ravel().round(2).tolist(),
+            "score": float(rng.uniform(0.1, 1.0)), "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+        })
+    return results
+
+
 def test_stem_ids_score_in_pycocotools_as_in_our_evaluator(mini_val_results):
     """pycocotools takes the file as it is (`loadRes` refuses ids that are not the annotations'
-    own) and its ten numbers are our evaluator's."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = CocoApi(str(MINI_VAL_ANN))
-        detections = truth.loadRes(mini_val_results)
-        evaluator = COCOeval(truth, detections, "keypoints")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    ours = evaluate_keypoints(MINI_VAL_ANN, mini_val_results, COCO.sigmas, COCO.use_area)
-    assert list(ours) == list(METRIC_NAMES)
-    np.testing.assert_allclose(evaluator.stats, [ours[name] for name in METRIC_NAMES], rtol=0, atol=1e-12)
+    own) and its ten numbers are our evaluator's: on the run's results (all 0, the checkpoint is
+    untrained) and on them with moved copies of the truth of the same images added."""
+    annotations = load_json(MINI_VAL_ANN)
+    with_truth = mini_val_results + _truth_moved(annotations, {r["image_id"] for r in mini_val_results})
+    for results in (mini_val_results, with_truth):
+        with contextlib.redirect_stdout(io.StringIO()):
+            truth = CocoApi(str(MINI_VAL_ANN))
+            detections = truth.loadRes(results)
+            evaluator = COCOeval(truth, detections, "keypoints")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        ours = evaluate_keypoints(MINI_VAL_ANN, results, COCO.sigmas, COCO.use_area)
+        assert list(ours) == list(METRIC_NAMES)
+        np.testing.assert_allclose(evaluator.stats, [ours[name] for name in METRIC_NAMES], rtol=0, atol=1e-12)
+    assert 0.2 < ours["AP"] < 0.99, ours  # the moved truth scores, and not perfectly
     # The ids sequential numbering gives (1..79) are not the split's: pycocotools refuses them.
     renumbered = [dict(r, image_id=i + 1) for i, r in enumerate(mini_val_results)]
     with pytest.raises(AssertionError, match="do not correspond"), contextlib.redirect_stdout(io.StringIO()):
