@@ -124,12 +124,80 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class DrawConfig:
-    """How poses are drawn (defaults of mmpose 0.29's demo/bottom_up_img_demo.py)."""
+    """How poses are drawn: the reference demo's colours and score threshold
+    (mmpose 0.29's demo/bottom_up_img_demo.py), with widths that follow the picture.
+
+    `radius` (joint circles) and `thickness` (skeleton lines) in pixels; None, the default, scales
+    them with each image (`draw.drawing_widths`: about 0.3 % of its mean side, as Ultralytics
+    does), so a 1080p frame gets lines that can be seen and a 320x240 clip keeps its people
+    visible. `radius=4, thickness=1` draws exactly as the reference demo.
+    """
 
     kpt_thr: float = 0.3
-    radius: int = 4
-    thickness: int = 1
+    radius: int | None = None
+    thickness: int | None = None
     draw_track_ids: bool = True
+
+    def __post_init__(self) -> None:
+        if self.radius is not None and self.radius < 0:
+            raise ConfigError("--radius must be at least 0")
+        if self.thickness is not None and self.thickness < 1:
+            raise ConfigError("--thickness must be at least 1")
+
+    def recorded(self) -> dict[str, float | int | str]:
+        """What a provenance record keeps of the drawing: the threshold and each width as given
+        (a number, or "auto" when it follows the picture)."""
+        return {
+            "kpt_thr": self.kpt_thr,
+            "radius": "auto" if self.radius is None else self.radius,
+            "thickness": "auto" if self.thickness is None else self.thickness,
+        }
+
+
+# How `image` and `folder` number the images of their COCO JSON (`--image-ids`).
+IMAGE_ID_CHOICES = ("sequential", "stem", "from:ANN.json")
+# The largest image id written: COCO's ids are 64-bit integers in its own tools.
+MAX_IMAGE_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ImageIds:
+    """How the images of a COCO JSON are numbered (`--image-ids`).
+
+    `sequential` (the default): 1, 2, ... in the order of the inputs (a folder's sorted listing,
+    so shards keep their place in the whole). `stem`: the number the file is named by
+    (`000000129648.jpg` -> 129648), as COCO's own splits are; `annotations`: the ids that an
+    annotation file gives the same `file_name` (`from:ANN.json`). With either of the last two
+    a results-style JSON can be scored against the split's annotations as it is.
+    """
+
+    kind: str = "sequential"
+    annotations: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sequential", "stem", "from"):
+            raise ConfigError(f"--image-ids must be one of {', '.join(IMAGE_ID_CHOICES)}, got {self.kind!r}")
+        if (self.kind == "from") != (self.annotations is not None):
+            raise ConfigError("--image-ids from:ANN.json needs the annotation file, and only 'from' takes one")
+
+    @classmethod
+    def parse(cls, text: str) -> ImageIds:
+        """`sequential`, `stem` or `from:PATH` (ConfigError otherwise)."""
+        value = text.strip()
+        if value.startswith("from:"):
+            path = value[len("from:"):]
+            if not path:
+                raise ConfigError("--image-ids from: needs an annotation file, e.g. from:annotations/person_keypoints_val2017.json")
+            return cls("from", Path(path))
+        if value not in ("sequential", "stem"):
+            raise ConfigError(f"--image-ids must be one of {', '.join(IMAGE_ID_CHOICES)}, got {text!r}")
+        return cls(value)
+
+    def recorded(self) -> str:
+        """What a provenance record keeps: the kind, with the annotation file's real path."""
+        if self.annotations is None:
+            return self.kind
+        return f"from:{os.path.realpath(self.annotations)}"
 
 
 ENGINES = ("single", "ray")
@@ -195,7 +263,8 @@ class VideoOptions:
     """What a video run writes and which frames it reads (`aepose video`'s own options).
 
     `out` / `json_out` follow the output-flag rule of `io.output_paths.resolve_output` (None:
-    the default file, False: off, a folder, a file); `jsonl_out` None is off, '-' is stdout.
+    the default file, False: off, a folder, a file); `jsonl_out` None is off, '-' is stdout;
+    `csv_out` None is off, a folder holds SOURCE.pose.csv.
     `smooth` implies `track`. `skip_existing`: skip videos whose outputs a run with the same
     settings finished, restart half-done ones (or resume them exactly where that is possible,
     see `jobs.video.resumable`).
@@ -204,6 +273,8 @@ class VideoOptions:
     out: str | os.PathLike[str] | bool | None = None
     json_out: str | os.PathLike[str] | bool | None = None
     jsonl_out: str | None = None
+    # `--csv`: the keypoint table (None: none; a folder: SOURCE.pose.csv in it, per video).
+    csv_out: str | os.PathLike[str] | None = None
     start: float | None = None
     end: float | None = None
     stride: int = 1

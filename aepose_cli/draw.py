@@ -8,11 +8,17 @@ touch or leave the image border are skipped with the reference's (strict) bounds
 Scores are compared with `kpt_thr` in float64, as the reference's float32-scalar-vs-float
 comparison does under NumPy 1.x (NumPy 2 would compare in float32 and flip ties such as a
 score of float32(0.7) against 0.7).
+
+Widths follow the picture unless given (`drawing_widths`): the reference's fixed radius 4 and
+thickness 1 are hairlines on a 1080p frame and blots on a 320x240 clip, so by default the line
+width is Ultralytics' rule, max(round(0.003 * (W + H) / 2), 2), and the joints, lines and track
+ids are sized from it. `DrawConfig(radius=4, thickness=1)` draws exactly as the reference.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -30,8 +36,36 @@ TRACK_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 _TRACK_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_TRACK_FONT_SCALE = 0.5
-_TRACK_TEXT_THICKNESS = 1
+
+
+@dataclass(frozen=True)
+class DrawingWidths:
+    """The pixel sizes one image is drawn with (`drawing_widths`)."""
+
+    radius: int  # joint circles
+    thickness: int  # skeleton lines
+    font_scale: float  # track ids (OpenCV's Hershey scale)
+    text_thickness: int
+
+
+def line_width(width: int, height: int) -> int:
+    """Ultralytics' line width for a picture: 0.3 % of its mean side, rounded, at least 2."""
+    return max(round(0.003 * (width + height) / 2), 2)
+
+
+def drawing_widths(cfg: DrawConfig, width: int, height: int) -> DrawingWidths:
+    """The widths of a `width` x `height` image: `cfg.radius` / `cfg.thickness` when given,
+    else from `line_width`: lines that wide, joints one pixel more in radius (the links are drawn
+    over the joints, so a joint stays a visible dot about twice a limb's width without covering a
+    small face); track ids always scale with the picture (their scale a third of the line width,
+    stroke one less than it)."""
+    unit = line_width(width, height)
+    return DrawingWidths(
+        radius=unit + 1 if cfg.radius is None else int(cfg.radius),
+        thickness=unit if cfg.thickness is None else int(cfg.thickness),
+        font_scale=unit / 3,
+        text_thickness=max(unit - 1, 1),
+    )
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
@@ -48,12 +82,14 @@ def draw_poses(
     which is the reference's order, so overlaps resolve the same way.
     """
     canvas = np.ascontiguousarray(image_bgr).copy()
+    height, width = canvas.shape[:2]
+    widths = drawing_widths(cfg, width, height)
     for pose in poses:
         _check_joint_count(pose, keypoints)
-        _draw_joints(canvas, pose.keypoints, keypoints, cfg)
-        _draw_links(canvas, pose.keypoints, keypoints, cfg)
+        _draw_joints(canvas, pose.keypoints, keypoints, cfg.kpt_thr, widths)
+        _draw_links(canvas, pose.keypoints, keypoints, cfg.kpt_thr, widths)
         if cfg.draw_track_ids and pose.track_id is not None:
-            _draw_track_id(canvas, pose, cfg)
+            _draw_track_id(canvas, pose, cfg.kpt_thr, widths)
     return canvas
 
 
@@ -80,18 +116,18 @@ def _check_joint_count(pose: Pose, keypoints: KeypointSet) -> None:
 
 
 def _draw_joints(
-    canvas: np.ndarray, kpts: np.ndarray, keypoints: KeypointSet, cfg: DrawConfig
+    canvas: np.ndarray, kpts: np.ndarray, keypoints: KeypointSet, kpt_thr: float, widths: DrawingWidths
 ) -> None:
     """Filled circles at the truncated positions of joints scoring at least `kpt_thr`."""
     for joint, (x, y, score) in enumerate(kpts[:, :3]):
-        if float(score) < cfg.kpt_thr:
+        if float(score) < kpt_thr:
             continue
         colour = tuple(int(c) for c in keypoints.joint_colours[joint])
-        cv2.circle(canvas, (int(x), int(y)), cfg.radius, colour, -1)
+        cv2.circle(canvas, (int(x), int(y)), widths.radius, colour, -1)
 
 
 def _draw_links(
-    canvas: np.ndarray, kpts: np.ndarray, keypoints: KeypointSet, cfg: DrawConfig
+    canvas: np.ndarray, kpts: np.ndarray, keypoints: KeypointSet, kpt_thr: float, widths: DrawingWidths
 ) -> None:
     """Skeleton lines, in table order, between confident joints strictly inside the image."""
     height, width = canvas.shape[:2]
@@ -100,10 +136,10 @@ def _draw_links(
         p2 = (int(kpts[b, 0]), int(kpts[b, 1]))
         if not (_strictly_inside(p1, width, height) and _strictly_inside(p2, width, height)):
             continue
-        if float(kpts[a, 2]) < cfg.kpt_thr or float(kpts[b, 2]) < cfg.kpt_thr:
+        if float(kpts[a, 2]) < kpt_thr or float(kpts[b, 2]) < kpt_thr:
             continue
         colour = tuple(int(c) for c in link_colour)
-        cv2.line(canvas, p1, p2, colour, thickness=cfg.thickness)
+        cv2.line(canvas, p1, p2, colour, thickness=widths.thickness)
 
 
 def _strictly_inside(point: tuple[int, int], width: int, height: int) -> bool:
@@ -112,19 +148,19 @@ def _strictly_inside(point: tuple[int, int], width: int, height: int) -> bool:
     return 0 < x < width and 0 < y < height
 
 
-def _draw_track_id(canvas: np.ndarray, pose: Pose, cfg: DrawConfig) -> None:
+def _draw_track_id(canvas: np.ndarray, pose: Pose, kpt_thr: float, widths: DrawingWidths) -> None:
     """Write the track id just above the top-most confident joint; nothing if none is confident."""
     kpts = pose.keypoints
-    visible = np.flatnonzero(kpts[:, 2].astype(np.float64) >= cfg.kpt_thr)
+    visible = np.flatnonzero(kpts[:, 2].astype(np.float64) >= kpt_thr)
     if visible.size == 0:
         return
     top = visible[np.argmin(kpts[visible, 1])]
     text = str(pose.track_id)
-    (_, text_h), _ = cv2.getTextSize(text, _TRACK_FONT, _TRACK_FONT_SCALE, _TRACK_TEXT_THICKNESS)
+    (_, text_h), _ = cv2.getTextSize(text, _TRACK_FONT, widths.font_scale, widths.text_thickness)
     x = int(kpts[top, 0])
-    # Above the joint's circle, but never above the image's first text line.
-    y = max(int(kpts[top, 1]) - cfg.radius - 3, text_h)
+    # Above the joint's circle (a gap of one line width), never above the image's first text line.
+    y = max(int(kpts[top, 1]) - widths.radius - widths.thickness - 2, text_h)
     cv2.putText(
-        canvas, text, (x, y), _TRACK_FONT, _TRACK_FONT_SCALE,
-        track_colour(int(pose.track_id)), _TRACK_TEXT_THICKNESS, cv2.LINE_AA,
+        canvas, text, (x, y), _TRACK_FONT, widths.font_scale,
+        track_colour(int(pose.track_id)), widths.text_thickness, cv2.LINE_AA,
     )

@@ -80,7 +80,7 @@ def child(args) -> None:
     from aepose_cli.config import DrawConfig, EngineConfig, InferenceConfig, ModelChoice
     from aepose_cli.io.coco_json import CocoJsonWriter
     from aepose_cli.io.sources import list_images, read_image
-    from aepose_cli.jobs.images import _ImageSink
+    from aepose_cli.jobs.images import ImagesPlan, _ImageSink
     from aepose_cli.types import WorkItem
 
     t_imported = time.perf_counter()
@@ -93,8 +93,13 @@ def child(args) -> None:
     keys = [p.name for p in paths]
     targets = {key: (None if args.no_draw else out / "drawn" / key) for key in keys}
     items = [WorkItem(index=i, key=key, load=(lambda p=path: read_image(p))) for i, (key, path) in enumerate(zip(keys, paths))]
-    with CocoJsonWriter(out / "poses.json", "dataset", runner.keypoints, 0.3) as writer:
-        sink = _Clocked(_ImageSink(runner.keypoints, DrawConfig(), targets, writer, {key: key for key in keys}))
+    plan = ImagesPlan(
+        entries=[(i, key, path) for i, (key, path) in enumerate(zip(keys, paths))], targets=targets, json_path=out / "poses.json",
+        file_names={key: key for key in keys},
+    )
+    scope = plan.file_scope()
+    with CocoJsonWriter(out / "poses.json", "dataset", runner.keypoints, 0.3, scope=scope) as writer:
+        sink = _Clocked(_ImageSink(runner.keypoints, DrawConfig(), plan, writer, scope))
         times = runner.run(items, sink, keep_images=not args.no_draw)
     t_done = time.perf_counter()
     report = {

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from aepose_cli.config import DrawConfig
-from aepose_cli.draw import TRACK_PALETTE, draw_poses, track_colour
+from aepose_cli.draw import TRACK_PALETTE, draw_poses, drawing_widths, line_width, track_colour
 from aepose_cli.keypoints import AIC, COCO
 from aepose_cli.types import Pose
 
 from paths import SHARED, needs_shared  # noqa: E402
 
+# The reference demo's widths (mmpose 0.29's bottom_up_img_demo.py): the default widths follow
+# the picture instead (`drawing_widths`), so the pixel-exact comparisons name these.
+REFERENCE = DrawConfig(radius=4, thickness=1)
 GREEN = (0, 255, 0)
 ORANGE_AS_STORED = (255, 128, 0)  # 'orange' in the dataset info; OpenCV reads it as BGR (blue)
 BLUE_AS_STORED = (51, 153, 255)
@@ -35,7 +38,7 @@ def _synthetic_pose() -> Pose:
 def test_draw_matches_hand_computed_opencv_calls():
     image = np.full((100, 120, 3), 17, np.uint8)
     original = image.copy()
-    drawn = draw_poses(image, [_synthetic_pose()], COCO, DrawConfig())
+    drawn = draw_poses(image, [_synthetic_pose()], COCO, REFERENCE)
 
     expected = original.copy()
     # Joints in joint order, int()-truncated, radius 4, filled.
@@ -77,7 +80,7 @@ def test_threshold_is_compared_in_float64_like_the_reference():
     kpts[5] = (30, 40, 0.7)
     kpts[7] = (50, 60, 0.9)
     image = np.zeros((100, 120, 3), np.uint8)
-    drawn = draw_poses(image, [Pose(kpts, 1.0)], COCO, DrawConfig(kpt_thr=0.7))
+    drawn = draw_poses(image, [Pose(kpts, 1.0)], COCO, DrawConfig(kpt_thr=0.7, radius=4, thickness=1))
     expected = image.copy()
     cv2.circle(expected, (50, 60), 4, GREEN, -1)
     assert np.array_equal(drawn, expected)
@@ -119,7 +122,7 @@ def test_golden_people_drawn_like_the_reference_on_a_real_image(case):
     assert len(poses) > 10
     # The golden checkpoint is untrained (scores below 0.25): lower the threshold so that about
     # half the joints count as confident and many links hit the bounds rules.
-    drawn = draw_poses(image, poses, COCO, DrawConfig(kpt_thr=0.1))
+    drawn = draw_poses(image, poses, COCO, DrawConfig(kpt_thr=0.1, radius=4, thickness=1))
     expected = _reference_imshow_keypoints(
         image.copy(), [p.keypoints for p in poses], COCO.skeleton, 0.1, COCO.joint_colours,
         COCO.link_colours, radius=4, thickness=1,
@@ -159,7 +162,7 @@ def test_other_keypoint_sets_and_joint_count_check():
     kpts = np.zeros((14, 3), np.float32)
     kpts[0] = (10, 10, 1.0)
     kpts[1] = (20, 30, 1.0)
-    drawn = draw_poses(image, [Pose(kpts, 1.0)], AIC, DrawConfig())
+    drawn = draw_poses(image, [Pose(kpts, 1.0)], AIC, REFERENCE)
     expected = image.copy()
     cv2.circle(expected, (10, 10), 4, AIC.joint_colours[0], -1)
     cv2.circle(expected, (20, 30), 4, AIC.joint_colours[1], -1)
@@ -168,3 +171,66 @@ def test_other_keypoint_sets_and_joint_count_check():
 
     with pytest.raises(ValueError, match="17 joints"):
         draw_poses(image, [Pose(np.zeros((17, 3), np.float32), 1.0)], AIC, DrawConfig())
+
+
+# -- widths that follow the picture ----------------------------------------------------------
+
+
+def _opencv_line_pixels(thickness: int) -> int:
+    """How many pixels across OpenCV draws a horizontal line of `thickness` (what the reference
+    and Ultralytics pass it too): 1 -> 1, then 2 -> 3, 3 and 4 -> 5, 5 and 6 -> 7."""
+    return 1 if thickness == 1 else 2 * ((thickness + 1) // 2) + 1
+
+
+def _measured_widths(width: int, height: int, cfg: DrawConfig) -> tuple[int, int, int]:
+    """(line thickness, joint diameter, track-id text height) in pixels, measured on what
+    `draw_poses` drew for a synthetic pose on a black `width` x `height` picture: a horizontal
+    left-shoulder-to-right-shoulder line across the middle, a lone nose joint above it, and a
+    track id above the nose."""
+    kpts = np.zeros((17, 3), np.float32)
+    mid_y = height / 2 + 0.5
+    kpts[5] = (width * 0.2, mid_y, 0.9)  # left shoulder
+    kpts[6] = (width * 0.8, mid_y, 0.9)  # right shoulder: link 5-6 is horizontal
+    kpts[0] = (width * 0.5, height * 0.3, 0.9)  # nose: no confident neighbour, a lone disc
+    image = np.zeros((height, width, 3), np.uint8)
+    drawn = draw_poses(image, [Pose(kpts, 1.0, track_id=7)], COCO, cfg)
+    painted = np.any(drawn != 0, axis=2)
+    line_column = painted[:, int(width * 0.35)]  # between the joints: the line alone
+    thickness = int(line_column[int(height * 0.4):].sum())
+    nose_row = painted[int(height * 0.3), int(width * 0.4):int(width * 0.6)]
+    diameter = int(nose_row.sum())
+    text_rows = np.flatnonzero(painted[: int(height * 0.3) - diameter, :].any(axis=1))
+    text_height = int(text_rows.max() - text_rows.min() + 1) if text_rows.size else 0
+    return thickness, diameter, text_height
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "unit"),
+    [(320, 240, 2), (1280, 720, 3), (1920, 1080, 4)],  # max(round(0.003 * (W + H) / 2), 2)
+)
+def test_default_widths_scale_with_the_picture(width, height, unit):
+    assert line_width(width, height) == unit
+    thickness, diameter, text_height = _measured_widths(width, height, DrawConfig())
+    assert thickness == _opencv_line_pixels(unit), "the skeleton line is drawn with the line width"
+    assert diameter == 2 * (unit + 1) + 1, "a joint's radius is the line width + 1"
+    widths = drawing_widths(DrawConfig(), width, height)
+    assert (widths.radius, widths.thickness) == (unit + 1, unit)
+    # The track id's glyphs grow with the picture: OpenCV's height for that scale and stroke.
+    (_, expected_h), baseline = cv2.getTextSize("7", cv2.FONT_HERSHEY_SIMPLEX, unit / 3, max(unit - 1, 1))
+    assert expected_h - 2 <= text_height <= expected_h + baseline
+
+
+def test_widths_grow_from_small_to_full_hd_and_overrides_win():
+    small, hd, full_hd = (_measured_widths(w, h, DrawConfig()) for w, h in ((320, 240), (1280, 720), (1920, 1080)))
+    assert small[0] < hd[0] <= full_hd[0] and small[1] < hd[1] < full_hd[1] and small[2] < hd[2] < full_hd[2]
+    # --radius / --thickness are explicit: the same pixels at every size.
+    for width, height in ((320, 240), (1920, 1080)):
+        thickness, diameter, _ = _measured_widths(width, height, REFERENCE)
+        assert (thickness, diameter) == (1, 9)
+        thickness, diameter, _ = _measured_widths(width, height, DrawConfig(radius=2, thickness=5))
+        assert (thickness, diameter) == (_opencv_line_pixels(5), 5)
+
+
+def test_recorded_drawing_says_auto_or_the_given_widths():
+    assert DrawConfig().recorded() == {"kpt_thr": 0.3, "radius": "auto", "thickness": "auto"}
+    assert REFERENCE.recorded() == {"kpt_thr": 0.3, "radius": 4, "thickness": 1}

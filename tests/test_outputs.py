@@ -187,6 +187,34 @@ def test_dataset_json_crash_resume_and_pycocotools(tmp_path):
     assert len(api.getAnnIds(imgIds=[5])) == len(frames[4].poses)
 
 
+@needs_shared
+def test_dataset_json_has_every_field_of_coco_person_keypoints(tmp_path):
+    """What annotation tools (Datumaro/CVAT, Label Studio, FiftyOne) read: every field COCO's own
+    person_keypoints_val2017.json has, with COCO's values where they are fixed (an empty
+    `segmentation`, `iscrowd` 0, the 1-based skeleton, the keypoint names)."""
+    coco = json.loads((SHARED / "data/coco-mini-val2017/annotations/person_keypoints_val2017.json").read_text())
+    out = tmp_path / "run.pose.json"
+    with CocoJsonWriter(out, "dataset", COCO, kpt_thr=0.3) as writer:
+        for frame in (_frame(0, 2), _frame(1, 0), _frame(2, 1)):
+            writer.add(frame, file_name=f"img{frame.index}.jpg")
+    data = json.loads(out.read_text())
+
+    assert set(coco) <= set(data), "top-level sections"
+    assert set(coco["images"][0]) >= {"id", "file_name", "width", "height"}
+    assert {"id", "file_name", "width", "height"} <= set(data["images"][0])
+    assert len(data["annotations"]) == 3
+    for ann in data["annotations"]:
+        assert set(coco["annotations"][0]) <= set(ann), f"missing {set(coco['annotations'][0]) - set(ann)}"
+        assert ann["segmentation"] == [] and ann["iscrowd"] == 0 and ann["category_id"] == 1
+        assert len(ann["bbox"]) == 4 and ann["area"] == pytest.approx(ann["bbox"][2] * ann["bbox"][3])
+        flags = ann["keypoints"][2::3]
+        assert set(flags) <= {0, 2} and ann["num_keypoints"] == flags.count(2)
+    (ours,), (theirs,) = data["categories"], coco["categories"]
+    assert set(theirs) <= set(ours)
+    for field in ("id", "name", "supercategory", "keypoints", "skeleton"):
+        assert ours[field] == theirs[field], field  # the skeleton 1-based, in COCO's order
+
+
 def test_visibility_uses_the_drawing_threshold_rule():
     kpts = np.zeros((17, 3), np.float32)
     kpts[:, 2] = 0.7  # float32(0.7) < 0.7

@@ -1,8 +1,8 @@
 """Property: whatever the flags, a run changes nothing its output plan did not declare (issue 22).
 
 Hypothesis draws a command (`image`, `folder`, `video`, `evaluate`, `export`) and a random
-combination of its output flags (`--out`, `--json`, `--jsonl`, `--metrics-json`, `--report`,
-the `--no-...` switches, `--skip-existing`, `-r`) over a small world of paths: the inputs, their
+combination of its output flags (`--out`, `--json`, `--jsonl`, `--csv`, `--metrics-json`,
+`--report`, the `--no-...` switches, `--skip-existing`, `-r`, `--image-ids`) over a small world of paths: the inputs, their
 folder, a sibling folder, an existing file of the user's, a symbolic link to an input, `.`, new
 files and folders; sometimes the same command twice (the second run meets the first one's
 outputs). Each run goes in this process against real small inputs (COCO photos, a PNG, a real
@@ -121,10 +121,18 @@ def _switch(flag: str):
     return st.sampled_from([[], [flag]])
 
 
+# `--image-ids`: the default, file stems (refused: a.jpg is not a number), the annotations' ids
+# (an input the run reads, which no output may replace).
+IMAGE_IDS = st.sampled_from([[], ["--image-ids", "stem"], ["--image-ids", "from:ann.json"]])
+
+
 @st.composite
 def image_runs(draw):
     images = draw(st.lists(st.sampled_from(["in/a.jpg", "in/c.png", "link.jpg", "in/b.jpg"]), min_size=1, max_size=3, unique=True))
-    return ["image", *images, *draw(_maybe("--out")), *draw(_maybe("--json")), *draw(_switch("--no-images")), *draw(_switch("--no-json"))]
+    return [
+        "image", *images, *draw(_maybe("--out")), *draw(_maybe("--json")), *draw(_switch("--no-images")), *draw(_switch("--no-json")),
+        *draw(_maybe("--csv")), *draw(IMAGE_IDS),
+    ]
 
 
 @st.composite
@@ -132,6 +140,7 @@ def folder_runs(draw):
     return [
         "folder", draw(st.sampled_from(["in", "in/", "."])), *draw(_maybe("--out")), *draw(_maybe("--json")),
         *draw(_switch("--no-images")), *draw(_switch("--no-json")), *draw(_switch("--skip-existing")), *draw(_switch("-r")),
+        *draw(_maybe("--csv")), *draw(IMAGE_IDS),
     ]
 
 
@@ -141,7 +150,7 @@ def video_runs(draw):
     return [
         "video", *sources, "--stride", "5", *draw(_maybe("--out")), *draw(_maybe("--json")),
         *draw(_maybe("--jsonl", st.one_of(st.just("-"), place))), *draw(_switch("--no-video")), *draw(_switch("--no-json")),
-        *draw(_switch("--skip-existing")),
+        *draw(_switch("--skip-existing")), *draw(_maybe("--csv")),
     ]
 
 
@@ -179,12 +188,13 @@ def inputs_of(argv: list[str]) -> set[str]:
         if arg.startswith("-"):
             break
         positional.append("in/a.jpg" if arg == "link.jpg" else arg)
+    annotations = {"ann.json"} if "from:ann.json" in rest else set()
     if command == "image":
-        return set(positional)
+        return set(positional) | annotations
     if command == "folder":
         if positional[0].rstrip("/") == "in" or "-r" in rest:
-            return set(PHOTOS)
-        return {"in/a.jpg"}  # `.` without -r lists link.jpg, a link to it
+            return set(PHOTOS) | annotations
+        return {"in/a.jpg"} | annotations  # `.` without -r lists link.jpg, a link to it
     if command == "video":
         return {"in/clip.mp4" if arg.rstrip("/") in ("in", "in/*.mp4") else arg for arg in positional}
     if command == "evaluate":

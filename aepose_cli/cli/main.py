@@ -24,6 +24,7 @@ from ..config import (
     PRECISIONS,
     DrawConfig,
     EngineConfig,
+    ImageIds,
     InferenceConfig,
     ModelChoice,
     VideoOptions,
@@ -186,11 +187,19 @@ def _engine_config(opts: dict) -> EngineConfig:
     return config
 
 
+def _parse_image_ids(_ctx, _param, value: str) -> ImageIds:
+    try:
+        return ImageIds.parse(value)
+    except ConfigError as error:
+        raise click.BadParameter(str(error).removeprefix("--image-ids ")) from None
+
+
 def json_options(func):
-    """`--no-json` and `--json-style`, shared by the image commands."""
+    """`--no-json`, `--json-style` and `--image-ids`, shared by the image commands."""
     options = [
         click.option("--no-json", is_flag=True, help="Do not write JSON."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="dataset", show_default=True, help="COCO dataset file, or the flat results list COCO evaluation takes."),
+        click.option("--image-ids", default="sequential", show_default=True, metavar="sequential|stem|from:ANN.json", callback=_parse_image_ids, help="Image ids in the JSON: 1, 2, ... in input order; the number the file is named by (000000129648.jpg -> 129648, as COCO's splits); or the ids an annotation file gives the same file_name."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -200,8 +209,8 @@ def json_options(func):
 def draw_options(func):
     options = [
         click.option("--kpt-thr", default=_DRAW.kpt_thr, show_default=True, type=FiniteFloat(0.0), help="Draw joints whose score is at least this."),
-        click.option("--radius", default=_DRAW.radius, show_default=True, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels."),
-        click.option("--thickness", default=_DRAW.thickness, show_default=True, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels."),
+        click.option("--radius", default=_DRAW.radius, type=click.IntRange(0, MAX_RADIUS), help="Joint circle radius in pixels [default: the line width + 1, which scales with the picture; 4 with --thickness 1 is the mmpose demo's look]."),
+        click.option("--thickness", default=_DRAW.thickness, type=click.IntRange(1, MAX_THICKNESS), help="Skeleton line thickness in pixels [default: scaled with the picture, max(round(0.003 * (W + H) / 2), 2)]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -280,9 +289,10 @@ def models(urls, family, download) -> None:
 @click.option("--no-images", is_flag=True, help="Do not write annotated images.")
 @click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: IMG.pose.json, or images.pose.json for several inputs, next to the inputs or in the --out folder).")
 @json_options
+@click.option("--csv", "csv_out", default=None, metavar="FILE|DIR/", help="Also write the keypoints as a table: one row per person per image per keypoint (default: none; a folder: IMG.pose.csv in it).")
 @model_options
 @draw_options
-def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None:
+def image(images, out, no_images, json_out, no_json, json_style, image_ids, csv_out, **opts) -> None:
     """Estimate poses in one or more images; write annotated images and one COCO JSON.
 
     No output may be an input or share its name with another output: the same image given
@@ -292,7 +302,7 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
 
     return run_image(
         list(images), False if no_images else out, False if no_json else json_out, json_style,
-        _model_choice(opts), _inference_config(opts), _draw_config(opts),
+        _model_choice(opts), _inference_config(opts), _draw_config(opts), image_ids=image_ids, csv_out=csv_out,
     )
 
 
@@ -306,10 +316,11 @@ def image(images, out, no_images, json_out, no_json, json_style, **opts) -> None
 @click.option("--no-images", is_flag=True, help="Do not write annotated images.")
 @click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: FOLDER.pose.json beside the folder).")
 @json_options
+@click.option("--csv", "csv_out", default=None, metavar="FILE|DIR/", help="Also write the keypoints as a table: one row per person per image per keypoint, streamed and resumable as the JSON (default: none; a folder: FOLDER.pose.csv in it).")
 @model_options
 @draw_options
 @engine_options
-def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, **opts) -> None:
+def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_out, no_json, json_style, image_ids, csv_out, **opts) -> None:
     """Estimate poses for every image of a folder (streamed, resumable, shardable; on Ray
     workers with --engine ray)."""
     from .images import run_folder
@@ -320,6 +331,7 @@ def folder(folder, recursive, ext, shard, skip_existing, out, no_images, json_ou
         folder, recursive=recursive, extensions=extensions, shard=shard, skip_existing=skip_existing,
         out=False if no_images else out, json_out=False if no_json else json_out, json_style=json_style,
         model=_model_choice(opts), config=_inference_config(opts, engine=engine), draw_cfg=_draw_config(opts), engine=engine,
+        image_ids=image_ids, csv_out=csv_out,
     )
 
 
@@ -384,6 +396,7 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @click.option("--json", "json_out", default=None, help="COCO JSON file or folder (default: SOURCE.pose.json next to each input, or in the --out folder).")
 @click.option("--no-json", is_flag=True, help="Do not write COCO JSON.")
 @click.option("--jsonl", "jsonl_out", default=None, help="Also write one JSON line per frame to this file, or a folder (one SOURCE.pose.jsonl per video), or '-' for stdout.")
+@click.option("--csv", "csv_out", default=None, metavar="FILE|DIR/", help="Also write the keypoints as a table: one row per person per frame per keypoint with time and track id, streamed and resumable as the JSON (default: none; a folder: SOURCE.pose.csv in it per video).")
 @click.option("--start", type=FiniteFloat(0.0), default=None, help="Start time in seconds.")
 @click.option("--end", type=FiniteFloat(0.0, low_open=True), default=None, help="End time in seconds (after --start).")
 @click.option("--stride", type=click.IntRange(min=1), default=_VIDEO.stride, show_default=True, help="Process every N-th frame.")
@@ -392,7 +405,7 @@ def export(model_name, checkpoint, fmt, opset, dynamic, static, out) -> None:
 @model_options
 @draw_options
 @engine_options
-def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, jsonl_out, start, end, stride, track, smooth, **opts) -> None:
+def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, jsonl_out, csv_out, start, end, stride, track, smooth, **opts) -> None:
     """Estimate poses in videos (files, folders of videos, quoted patterns such as 'clips/*.mp4'),
     a stream URL or a webcam index; write H.264 MP4 and JSON per video.
 
@@ -408,7 +421,7 @@ def video(sources, recursive, skip_existing, out, no_video, json_out, no_json, j
     engine = _engine_config(opts)
     config = _inference_config(opts, engine=engine)
     options = VideoOptions(
-        out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out,
+        out=False if no_video else out, json_out=False if no_json else json_out, jsonl_out=jsonl_out, csv_out=csv_out,
         start=start, end=end, stride=stride, track=track or smooth, smooth=smooth, skip_existing=skip_existing,
     )
     model = _model_choice(opts)

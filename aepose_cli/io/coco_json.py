@@ -77,12 +77,17 @@ def flat_keypoints(pose: Pose) -> list[float]:
 def dataset_annotation(
     annotation_id: int, image_id: int, pose: Pose, kpt_thr: float
 ) -> dict[str, Any]:
-    """COCO `annotations` entry for annotation tools and `COCO()`.
+    """COCO `annotations` entry for annotation tools and `COCO()`: every field of COCO's own
+    person_keypoints files (`id`, `image_id`, `category_id`, `segmentation`, `area`, `bbox`,
+    `iscrowd`, `keypoints`, `num_keypoints`), so that importers such as Datumaro's
+    `coco_person_keypoints` (CVAT) take it without a warning, plus `score` and
+    `keypoint_scores`.
 
     `keypoints` carries COCO visibility flags: 2 where the score is at least `kpt_thr`, 0 below
     (coordinates are kept either way); the raw scores travel in `keypoint_scores`.
     `num_keypoints` counts the joints at or above `kpt_thr`. `bbox` and `area` span all K
-    keypoints, as in the reference's result file and pycocotools' `loadRes`.
+    keypoints, as in the reference's result file and pycocotools' `loadRes`; `segmentation` is
+    empty (a pose has no outline) and `iscrowd` 0.
     """
     kpts = np.asarray(pose.keypoints)
     scores = kpts[:, 2]
@@ -103,6 +108,7 @@ def dataset_annotation(
         "score": float(pose.score),
         "bbox": bbox,
         "area": bbox[2] * bbox[3],
+        "segmentation": [],
         "iscrowd": 0,
     }
     record.update(track_fields(pose))
@@ -161,6 +167,9 @@ class CocoJsonWriter:
     `keep_journal=False` deletes the journal when the run fails (for runs that cannot resume).
     """
 
+    # The styles of final file this writer assembles (a subclass writes others from the same journal).
+    STYLES: tuple[str, ...] = JSON_STYLES
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -176,8 +185,8 @@ class CocoJsonWriter:
         scope: FileScope | None = None,
         header_extra: dict[str, Any] | None = None,
     ) -> None:
-        if style not in JSON_STYLES:
-            choices = ", ".join(JSON_STYLES)
+        if style not in self.STYLES:
+            choices = ", ".join(self.STYLES)
             raise ConfigError(f"--json-style must be one of {choices}, got {style!r}")
         self.path = Path(path)
         self.journal_path = journal_path(self.path)
@@ -256,6 +265,7 @@ class CocoJsonWriter:
         file_name: str,
         image_id: int | None = None,
         key: str | None = None,
+        source: str | None = None,
     ) -> int:
         """Record one finished frame; return its image id.
 
@@ -263,7 +273,8 @@ class CocoJsonWriter:
         frames); `key` identifies the source for resuming (default: `file_name`; give video
         frames a per-frame key). `image_id` defaults to `frame.index + 1`: pass the index in the
         unsharded listing (`sources.global_index`) so shards never share ids, or the ground
-        truth's id when the file is meant for evaluation.
+        truth's id when the file is meant for evaluation. `source`: what the frame came from
+        (the video, the image as given), for writers that keep it (`frame.source` by default).
         """
         if self._closed:
             raise RuntimeError("CocoJsonWriter is closed")
@@ -283,6 +294,7 @@ class CocoJsonWriter:
             "key": key,
             "image": image_record(image_id, frame, file_name),
             "poses": [_pose_to_journal(pose) for pose in frame.poses],
+            **self._extra_fields(frame, source),
         }
         try:
             self._log.append(record)
@@ -293,6 +305,14 @@ class CocoJsonWriter:
         self._keys.add(key)
         self._image_ids.add(image_id)
         return image_id
+
+    def has(self, key: str) -> bool:
+        """Whether the frame `key` is in the journal already."""
+        return key in self._keys
+
+    def _extra_fields(self, frame: FrameResult, source: str | None) -> dict[str, Any]:
+        """Fields a subclass keeps in each journal line besides the image and its poses."""
+        return {}
 
     def close(self) -> Path:
         """Assemble the final JSON from the journal (atomically) and delete the journal.
@@ -305,10 +325,7 @@ class CocoJsonWriter:
             try:
                 self._log.sync()
                 with atomic_output(self.path, "w", scope=self.scope) as handle:
-                    if self.style == "dataset":
-                        self._write_dataset(handle)
-                    else:
-                        self._write_results(handle)
+                    self._write_final(handle)
                 self.scope.remove(self.journal_path, proof=is_own_journal)
             except OSError as error:
                 from .output_plan import output_error
@@ -386,6 +403,13 @@ class CocoJsonWriter:
         return records
 
     # -- final file -------------------------------------------------------------------------
+
+    def _write_final(self, handle: IO[str]) -> None:
+        """The final file, streamed from the journal into `handle` (an atomic temporary)."""
+        if self.style == "dataset":
+            self._write_dataset(handle)
+        else:
+            self._write_results(handle)
 
     def _write_dataset(self, handle: IO[str]) -> None:
         info: dict[str, Any] = {

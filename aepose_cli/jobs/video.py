@@ -31,6 +31,7 @@ from ..io.coco_json import CocoJsonWriter
 from ..io.decode import VideoSource
 from ..io.encode import VideoSink
 from ..io.jsonlines import JsonLinesWriter
+from ..io.keypoint_csv import KeypointCsvWriter
 from ..io.output_paths import journal_path, partial_name
 from ..types import Progress, StageTimes, WorkItem
 from .base import Runner
@@ -99,7 +100,7 @@ def job_provenance(base: dict, job: VideoJob, options: VideoOptions, draw_cfg: D
         "video": {
             "start": options.start, "end": options.end, "stride": options.stride,
             "track": bool(options.track or options.smooth), "smooth": options.smooth,
-            "kpt_thr": draw_cfg.kpt_thr, "radius": draw_cfg.radius, "thickness": draw_cfg.thickness,
+            **draw_cfg.recorded(),
             "batch_size": batch_size,
         },
     }
@@ -110,22 +111,31 @@ def finished_state(job: VideoJob, produced_by: dict | None) -> str:
     partial video or a journal left by a stopped run), or 'new'. ConfigError when a finished
     JSON was made by another run (other checkpoint, settings or range), as `folder` does
     (`provenance.check_finished_json`)."""
-    from ..io.coco_json import is_complete
+    from ..errors import ConfigError
+    from ..io.keypoint_csv import is_own_csv
 
-    outputs = [p for p in (job.video_path, job.json_path) if p is not None]
+    outputs = [p for p in (job.video_path, job.json_path, job.csv_path) if p is not None]
     if job.video_path is not None and partial_name(job.video_path).exists():
         return "half-done"
-    if job.json_path is not None and journal_path(job.json_path).exists():
+    if any(p is not None and journal_path(p).exists() for p in (job.json_path, job.csv_path)):
         return "half-done"
     if not outputs or not all(Path(p).is_file() for p in outputs):
         return "new"
-    if job.json_path is not None and not is_complete(job.json_path):
-        return "half-done"
     if job.json_path is not None and produced_by is not None:
         check_finished_json(job.json_path, produced_by)  # first: it names what differs
     if job.video_path is not None:
         # Never its presence alone: the MP4's own mark, and the digest of what produced it.
         check_finished_video(job.video_path, produced_by)
+    if job.csv_path is not None:
+        # A CSV records nothing of what produced it: it is this run's only beside a JSON or an
+        # MP4 that says so (checked above), written by the same run.
+        if not is_own_csv(job.csv_path):
+            raise ConfigError(f"{job.csv_path}: not a CSV this tool wrote; pass another --csv or run without --skip-existing")
+        if job.json_path is None and job.video_path is None:
+            raise ConfigError(
+                f"{job.csv_path}: a finished CSV records nothing of what produced it (only a finished JSON or MP4 beside it can); "
+                "pass another --csv or run without --skip-existing"
+            )
     return "finished"
 
 
@@ -149,10 +159,13 @@ def recorded_temporaries(job: VideoJob) -> list[str]:
 
 
 def resumable(job: VideoJob, options: VideoOptions) -> bool:
-    """Whether a stopped run of this job can be resumed exactly from its COCO journal: JSON only
-    (no MP4 to continue), no tracking or smoothing (their state depends on every earlier frame),
-    no --jsonl (written from scratch)."""
-    return job.video_path is None and job.json_path is not None and job.jsonl_out is None and not (options.track or options.smooth)
+    """Whether a stopped run of this job can be resumed exactly from its journals (the COCO
+    JSON's, the CSV's): JSON and CSV only (no MP4 to continue), no tracking or smoothing (their
+    state depends on every earlier frame), no --jsonl (written from scratch)."""
+    return (
+        job.video_path is None and (job.json_path is not None or job.csv_path is not None) and job.jsonl_out is None
+        and not (options.track or options.smooth)
+    )
 
 
 def can_resume(job: VideoJob, options: VideoOptions, produced_by: dict | None) -> bool:
@@ -163,12 +176,16 @@ def can_resume(job: VideoJob, options: VideoOptions, produced_by: dict | None) -
 
     if not resumable(job, options) or produced_by is None:
         return False
-    journal = journal_path(job.json_path)
-    try:
-        header = next(iter_records(journal), None)
-    except OSError:
-        return False
-    return isinstance(header, dict) and header.get("provenance") == produced_by
+    for output in (job.json_path, job.csv_path):
+        if output is None:
+            continue
+        try:
+            header = next(iter_records(journal_path(output)), None)
+        except OSError:
+            return False
+        if not (isinstance(header, dict) and header.get("provenance") == produced_by):
+            return False
+    return True
 
 
 
@@ -249,8 +266,14 @@ def process_video(
             from ..io.coco_json import trim_journal
 
             # Batches are consecutive groups of `batch_size` frames: continuing after a whole number
-            # of them gives every later frame the batch it had in an uninterrupted run.
-            trim_journal(job.json_path, lambda frames: frames // runner.config.batch_size * runner.config.batch_size, scope=scope)
+            # of them gives every later frame the batch it had in an uninterrupted run. The JSON's
+            # and the CSV's journals are cut to the same frames (a crash between their two writes
+            # leaves one a frame ahead).
+            journaled = [p for p in (job.json_path, job.csv_path) if p is not None]
+            held = min(trim_journal(p, lambda frames: frames, scope=scope) for p in journaled)
+            batch = runner.config.batch_size
+            for output in journaled:
+                trim_journal(output, lambda frames: held // batch * batch, scope=scope)
         return _process(job, runner, draw_cfg, options, produced_by, progress, resume and keep_journal, keep_journal, state, outcome, scope)
 
 
@@ -271,12 +294,15 @@ def _process(job, runner, draw_cfg, options, produced_by, progress, resume, keep
 def _kept(state: dict) -> str:
     """What a failed run kept: '; N frame(s) written so far are in X.partial.mp4' (or ''), and
     the journal of a resumable run."""
-    sink, coco = state.get("sink"), state.get("coco")
+    sink = state.get("sink")
     parts = []
     if sink is not None and sink.kept_partial is not None:
         parts.append(f"; the {sink.frames_written} frame(s) written so far are in {sink.kept_partial} (audio up to the last of them)")
-    if coco is not None and coco.keep_journal and coco.frames and coco.journal_path.exists():
-        parts.append(f"; the {coco.frames} frame(s) done are kept in {coco.journal_path.name}: run again with --skip-existing to finish")
+    for journaled in (state.get("coco"), state.get("table")):
+        if journaled is not None and journaled.keep_journal and journaled.frames and journaled.journal_path.exists():
+            parts.append(
+                f"; the {journaled.frames} frame(s) done are kept in {journaled.journal_path.name}: run again with --skip-existing to finish"
+            )
     return "".join(parts)
 
 
@@ -306,15 +332,24 @@ def _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_jou
             if job.json_path is not None else None
         )
         state["coco"] = coco
+        table = (
+            stack.enter_context(KeypointCsvWriter(
+                job.csv_path, runner.keypoints, keep_journal=keep_journal, resume=resume, provenance=produced_by, scope=scope,
+            ))
+            if job.csv_path is not None else None
+        )
+        state["table"] = table
         lines = stack.enter_context(JsonLinesWriter(job.jsonl_out, scope=scope)) if job.jsonl_out else None
         frame_sink = _FrameSink(
             runner.keypoints, draw_cfg, sink, coco, lines,
             stem=job.stem, source_name=video_src.name,
             track=options.track or options.smooth, smooth=options.smooth,
-            fps=float(video_src.rate) if video_src.rate else 30.0,
+            fps=float(video_src.rate) if video_src.rate else 30.0, table=table,
         )
         total = _expected_frames(video_src, options.start, options.end, options.stride)
-        done = coco.finished_sources() if (resume and coco is not None) else frozenset()
+        journaled = [w for w in (coco, table) if w is not None]
+        # A resumed job's journals were cut to the same frames (`process_video`).
+        done = frozenset.intersection(*(w.finished_sources() for w in journaled)) if (resume and journaled) else frozenset()
         outcome.resumed_frames = len(done)
         items = (
             WorkItem(index=f.index, key=str(f.index), load=(lambda img=f.image_bgr: img), timestamp=f.timestamp_s, extra=f.pts)
@@ -332,7 +367,7 @@ def _run(job, runner, draw_cfg, options, produced_by, progress, resume, keep_jou
     written = sink.close() if sink is not None else None  # already finished: returns its path
     if sink is not None and sink.note:
         outcome.notes.append(sink.note)
-    outcome.written = [p for p in (written, job.json_path) if p is not None]
+    outcome.written = [p for p in (written, job.json_path, job.csv_path) if p is not None]
     if video_src.undecodable_frames:
         outcome.warnings.append(
             f"{video_src.name}: {video_src.undecodable_frames} frame(s) missing or "
@@ -371,11 +406,14 @@ def _expected_frames(src: VideoSource, start, end, stride) -> int | None:
 class _FrameSink:
     """Tracking, smoothing, drawing, encoding and JSON for each frame, in source order."""
 
-    def __init__(self, keypoints, draw_cfg, video_sink, coco, lines, *, stem, track, smooth, fps: float = 30.0, source_name: str = "") -> None:
+    def __init__(
+        self, keypoints, draw_cfg, video_sink, coco, lines, *, stem, track, smooth, fps: float = 30.0, source_name: str = "", table=None,
+    ) -> None:
         self.keypoints = keypoints
         self.draw_cfg = draw_cfg
         self.video_sink = video_sink
         self.coco = coco
+        self.table = table
         self.lines = lines
         self.stem = stem
         self.source_name = source_name
@@ -401,8 +439,9 @@ class _FrameSink:
                 lambda drawn: self.video_sink.write(drawn, item.extra),
                 image, result.poses, self.keypoints, self.draw_cfg, result.timings,
             )
-        if self.coco is not None:
-            self.coco.add(result, file_name=f"{self.stem}_{item.index:06d}.jpg", image_id=item.index + 1, key=item.key)
+        for journaled in (self.coco, self.table):
+            if journaled is not None:
+                journaled.add(result, file_name=f"{self.stem}_{item.index:06d}.jpg", image_id=item.index + 1, key=item.key)
         if self.lines is not None:
             self.lines.add(result)
 

@@ -31,15 +31,17 @@ class VideoJob:
     json_path: Path | None
     jsonl_out: str | None  # a file, '-' (stdout) or None
     scope: FileScope | None = field(default=None, compare=False, repr=False)
+    csv_path: Path | None = None  # the `--csv` table
 
     def outputs(self) -> list[Path]:
-        """Every file this video's run may write (its MP4 and partial MP4, JSON and journal,
-        JSON lines)."""
+        """Every file this video's run may write (its MP4 and partial MP4, JSON and CSV and their
+        journals, JSON lines)."""
         paths: list[Path] = []
         if self.video_path is not None:
             paths += [self.video_path, partial_name(self.video_path)]
-        if self.json_path is not None:
-            paths += [self.json_path, journal_path(self.json_path)]
+        for journaled in (self.json_path, self.csv_path):
+            if journaled is not None:
+                paths += [journaled, journal_path(journaled)]
         if self.jsonl_out and self.jsonl_out != "-":
             paths.append(Path(self.jsonl_out))
         return paths
@@ -144,7 +146,7 @@ def plan_video_run(
 
     several = len(sources) > 1
     if several:
-        for flag, value in (("--out", options.out), ("--json", options.json_out), ("--jsonl", options.jsonl_out)):
+        for flag, value in (("--out", options.out), ("--json", options.json_out), ("--jsonl", options.jsonl_out), ("--csv", options.csv_out)):
             if isinstance(value, (str, os.PathLike)) and os.fspath(value) != "-" and not names_folder(value):
                 hint = " or '-' for standard output" if flag == "--jsonl" else ""
                 raise ConfigError(f"{flag} {value}: several videos need a folder (end it with '/'){hint}")
@@ -166,6 +168,7 @@ def plan_video_run(
         of = f" of {job.source}" if several else ""
         plan.add_video(job.video_path, f"annotated video{of}" if several else "--out", f"partial video{of}" if several else None)
         plan.add_json(job.json_path, f"JSON{of}" if several else "--json")
+        plan.add_json(job.csv_path, f"CSV{of}" if several else "--csv")
         if job.jsonl_out and job.jsonl_out != "-":
             plan.add_output(job.jsonl_out, f"--jsonl{of}", lock=True)
     scope = plan.check()
@@ -193,6 +196,7 @@ def _job(source: str, options: VideoOptions) -> VideoJob:
         video_path=resolve_output(options.out, anchor, ".mp4", default_dir=default_dir),
         json_path=resolve_output(json_out, anchor, ".json", default_dir=default_dir),
         jsonl_out=jsonl,
+        csv_path=None if options.csv_out is None else resolve_output(options.csv_out, anchor, ".csv", default_dir=default_dir),
     )
 
 
