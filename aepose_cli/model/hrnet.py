@@ -29,19 +29,30 @@ def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 1, bias=False)
 
 
+def _projection(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential | None:
+    """A residual block's shortcut (`downsample`: 1x1 conv + BN) where its input and output
+    differ in channels or resolution; None (identity) otherwise."""
+    if stride == 1 and c_in == c_out:
+        return None
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), _bn(c_out))
+
+
 class BasicBlock(nn.Module):
+    """3x3 -> 3x3, plus identity or projection. HRNet's branches and heads use it at stride 1
+    with `mid = c_out`; ResNet-18/34 put a stage's stride on the first 3x3 (`stride`, `mid`: the
+    first convolution's width)."""
+
     expansion = 1
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, mid: int | None = None) -> None:
         super().__init__()
-        self.conv1 = _conv3x3(c_in, c_out)
-        self.bn1 = _bn(c_out)
-        self.conv2 = _conv3x3(c_out, c_out)
+        mid = c_out if mid is None else mid
+        self.conv1 = _conv3x3(c_in, mid, stride)
+        self.bn1 = _bn(mid)
+        self.conv2 = _conv3x3(mid, c_out)
         self.bn2 = _bn(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
-            nn.Sequential(_conv1x1(c_in, c_out), _bn(c_out)) if c_in != c_out else None
-        )
+        self.downsample = _projection(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -51,21 +62,22 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1, plus identity or projection. HRNet's stage 1 uses it at stride 1 with
+    `mid = c_out // 4`; ResNet-50/101/152 put a stage's stride on the 3x3 ("pytorch" style)."""
+
     expansion = 4
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, mid: int | None = None) -> None:
         super().__init__()
-        mid = c_out // self.expansion
+        mid = c_out // self.expansion if mid is None else mid
         self.conv1 = _conv1x1(c_in, mid)
         self.bn1 = _bn(mid)
-        self.conv2 = _conv3x3(mid, mid)
+        self.conv2 = _conv3x3(mid, mid, stride)
         self.bn2 = _bn(mid)
         self.conv3 = _conv1x1(mid, c_out)
         self.bn3 = _bn(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
-            nn.Sequential(_conv1x1(c_in, c_out), _bn(c_out)) if c_in != c_out else None
-        )
+        self.downsample = _projection(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)

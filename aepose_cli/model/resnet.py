@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .hrnet import _bn
+from .hrnet import BasicBlock, Bottleneck, _bn
 from .state_keys import child_indices, shape
 
 # Blocks per stage of the published depths (mmpose's ResNet.arch_settings).
@@ -89,53 +89,6 @@ class ResNetSpec:
         return cls(stem_out, block, tuple(stages))
 
 
-class ResBottleneck(nn.Module):
-    """1x1 -> 3x3 (stride here, "pytorch" style) -> 1x1, plus identity or projection."""
-
-    def __init__(self, c_in: int, mid: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, mid, 1, bias=False)
-        self.bn1 = _bn(mid)
-        self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = _bn(mid)
-        self.conv3 = nn.Conv2d(mid, c_out, 1, bias=False)
-        self.bn3 = _bn(c_out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(c_in, c_out, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class ResBasicBlock(nn.Module):
-    """3x3 (stride here) -> 3x3, plus identity or projection (ResNet-18/34)."""
-
-    def __init__(self, c_in: int, mid: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, mid, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = _bn(mid)
-        self.conv2 = nn.Conv2d(mid, c_out, 3, padding=1, bias=False)
-        self.bn2 = _bn(c_out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(c_in, c_out, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-def _projection(c_in: int, c_out: int, stride: int) -> nn.Sequential | None:
-    if stride == 1 and c_in == c_out:
-        return None
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), _bn(c_out))
-
-
 class ResNet(nn.Module):
     """Returns the last stage's features, `[N, C, H/32, W/32]`."""
 
@@ -146,12 +99,12 @@ class ResNet(nn.Module):
         self.bn1 = _bn(spec.stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        block = ResBottleneck if spec.block == "bottleneck" else ResBasicBlock
+        block = Bottleneck if spec.block == "bottleneck" else BasicBlock
         c_in = spec.stem_channels
         for i, stage in enumerate(spec.stages, start=1):
             blocks = []
             for b in range(stage.blocks):
-                blocks.append(block(c_in, stage.mid_channels, stage.out_channels, stage.stride if b == 0 else 1))
+                blocks.append(block(c_in, stage.out_channels, stride=stage.stride if b == 0 else 1, mid=stage.mid_channels))
                 c_in = stage.out_channels
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
 
