@@ -28,9 +28,10 @@ GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") i
 pytestmark = pytest.mark.skipif(not GLIBC, reason="the setting is glibc's (Linux)")
 
 # argv: how to set up the process ("plain", "engine": a CPU PoseEstimator built, "keep":
-# keep_freed_memory called), where the passes run ("main" or "thread"), the checkpoint. Runs four
-# passes of a small convolution stack whose activations are 38 MB each (past malloc's mmap
-# threshold, as the real network's are) and prints the page faults of each, then keep's answer.
+# keep_freed_memory called), where the passes run ("main" or "thread"), the checkpoint, and
+# optionally the number of passes (4). Runs the passes of a small convolution stack whose
+# activations are 38 MB each (past malloc's mmap threshold, as the real network's are) and
+# prints the page faults of each, then keep's answer.
 PROBE = textwrap.dedent(
     """
     import resource, sys, threading
@@ -55,7 +56,7 @@ PROBE = textwrap.dedent(
 
     def passes():
         with torch.inference_mode():
-            for _ in range(4):
+            for _ in range(int(sys.argv[4]) if len(sys.argv) > 4 else 4):
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 convs(batch)
                 faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -71,14 +72,14 @@ PROBE = textwrap.dedent(
 )
 
 # PROBE's passes ("plain", on the main thread) after `aepose image` ran on the CPU in this process
-# (argv: plain main CHECKPOINT IMAGE); then one more line: whether the setting is in force.
+# (argv: plain main CHECKPOINT PASSES IMAGE); then one more line: whether the setting is in force.
 CLI_PROBE = textwrap.dedent(
     """
     import sys, tempfile
     from aepose_cli.cli.main import main
 
     try:
-        main(["image", sys.argv[4], "--checkpoint", sys.argv[3], "--device", "cpu", "--scales", "0.25", "--no-images", "--json", tempfile.mkdtemp() + "/x.json"])
+        main(["image", sys.argv[5], "--checkpoint", sys.argv[3], "--device", "cpu", "--scales", "0.25", "--no-images", "--json", tempfile.mkdtemp() + "/x.json"])
     except SystemExit as stop:
         assert not stop.code, stop.code
     """
@@ -92,9 +93,9 @@ def _env_without_malloc_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names and not k.startswith("MALLOC_")}
 
 
-def _probe(setup: str, where: str = "main", env: dict | None = None) -> tuple[list[int], str]:
+def _probe(setup: str, where: str = "main", env: dict | None = None, passes: int = 4) -> tuple[list[int], str]:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, setup, where, str(TINY_CHECKPOINT)],
+        [sys.executable, "-c", PROBE, setup, where, str(TINY_CHECKPOINT), str(passes)],
         env={**_env_without_malloc_settings(), **(env or {})}, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -113,7 +114,7 @@ def test_the_command_line_makes_freed_buffers_reusable_and_the_library_does_not(
     assert min(after_engine[1:]) > 30_000, f"page faults per pass after building a CPU estimator: {after_engine}"
     # ... and `aepose` (the process's owner) turns the reuse on for its CPU network.
     proc = subprocess.run(
-        [sys.executable, "-c", CLI_PROBE, "plain", "main", str(TINY_CHECKPOINT), str(SAMPLE)],
+        [sys.executable, "-c", CLI_PROBE, "plain", "main", str(TINY_CHECKPOINT), "4", str(SAMPLE)],
         env=_env_without_malloc_settings(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -140,7 +141,10 @@ def test_worker_processes_reuse_memory_on_any_thread():
     process's start, makes that thread reuse memory too."""
     plain, _ = _probe("plain", "thread")
     assert min(plain) > 30_000, plain
-    tuned, _ = _probe("plain", "thread", env=worker_environment({}))
+    # On a thread the one heap grows, a block at a time, during the first passes, until it holds
+    # what a pass needs: sometimes by the fourth pass ([37116, 9216, 0, 9216] seen once in a
+    # few runs), never after the third in 45 runs of eight. The last of eight is the steady state.
+    tuned, _ = _probe("plain", "thread", env=worker_environment({}), passes=8)
     assert tuned[-1] < 0.05 * min(plain), f"page faults per pass on a worker's thread: {tuned}"
     # Such a worker's own backend still counts the setting in force (so shape changes trim).
     _, applied = _probe("keep", "thread", env=worker_environment({}))
